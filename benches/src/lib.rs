@@ -1,0 +1,1 @@
+//! Criterion benchmarks of the sde engine and parser; see `benches/`.

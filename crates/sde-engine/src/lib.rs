@@ -1,0 +1,1 @@
+//! sde-engine: see the crate description.

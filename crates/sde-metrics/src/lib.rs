@@ -1,0 +1,1 @@
+//! sde-metrics: see the crate description.

@@ -1,0 +1,1 @@
+//! sde-parse: see the crate description.

@@ -10,5 +10,5 @@ mod record;
 
 pub use record::{
     AspectDef, AspectLabel, Domain, Entity, Event, EventRecord, MasaRecord, NerRecord, Record,
-    Sentiment, Span, TaskKind,
+    Sentiment, Span, TaskKind, GENIA_TYPES, MAVEN10_TYPES, STUDY_D1, STUDY_D2,
 };

@@ -138,7 +138,119 @@ impl Domain {
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.aspects.iter().map(|a| a.key.as_str())
     }
+
+    /// A domain from `(key, english, chinese)` triples, in order.
+    pub fn from_triples(name: &str, aspects: &[(&str, &str, &str)]) -> Domain {
+        Domain {
+            name: name.to_string(),
+            aspects: aspects
+                .iter()
+                .map(|(key, en, zh)| AspectDef::new(key, en, zh))
+                .collect(),
+        }
+    }
+
+    /// A domain whose aspects use the same string as key and display names
+    /// (entity types for NER, event types for event detection).
+    pub fn from_keys<S: AsRef<str>>(name: &str, keys: &[S]) -> Domain {
+        Domain {
+            name: name.to_string(),
+            aspects: keys
+                .iter()
+                .map(|k| AspectDef::new(k.as_ref(), k.as_ref(), k.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// The study's MASA domain D1 (6 aspects): food, drinks, price, hygiene, staff, parking.
+    pub fn study_d1() -> Domain {
+        Domain::from_triples("d1", &STUDY_D1)
+    }
+
+    /// The study's MASA domain D2 (5 aspects): transport, queueing, serving speed, decor, noise.
+    pub fn study_d2() -> Domain {
+        Domain::from_triples("d2", &STUDY_D2)
+    }
+
+    /// The study's 11-aspect MASA domain: D1 followed by D2.
+    pub fn study_all() -> Domain {
+        let mut all: Vec<(&str, &str, &str)> = STUDY_D1.to_vec();
+        all.extend_from_slice(&STUDY_D2);
+        Domain::from_triples("all", &all)
+    }
+
+    /// The five GENIA entity types used by nested-NER work, in the study's prompt order.
+    pub fn genia() -> Domain {
+        Domain::from_keys("genia", &GENIA_TYPES)
+    }
+
+    /// The ten MAVEN event types of the study, in the order its heuristic prompt lists them.
+    pub fn maven10() -> Domain {
+        Domain::from_keys("maven10", &MAVEN10_TYPES)
+    }
+
+    /// The number of aspects (entity or event types).
+    pub fn len(&self) -> usize {
+        self.aspects.len()
+    }
+
+    /// Whether the domain has no aspects.
+    pub fn is_empty(&self) -> bool {
+        self.aspects.is_empty()
+    }
+
+    /// The position of `key` in canonical order.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.aspects.iter().position(|a| a.key == key)
+    }
 }
+
+impl AspectDef {
+    /// An aspect from its key and English and Chinese display names.
+    pub fn new(key: &str, en: &str, zh: &str) -> AspectDef {
+        AspectDef {
+            key: key.to_string(),
+            en: en.to_string(),
+            zh: zh.to_string(),
+        }
+    }
+}
+
+/// The study's D1 aspects as `(key, english, chinese)`, in canonical order.
+pub const STUDY_D1: [(&str, &str, &str); 6] = [
+    ("food", "food", "食品评价"),
+    ("drinks", "drinks", "饮品评价"),
+    ("price", "price", "价格水平"),
+    ("hygiene", "hygiene", "卫生情况"),
+    ("staff", "staff", "服务人员态度"),
+    ("parking", "parking", "停车方便程度"),
+];
+
+/// The study's D2 aspects as `(key, english, chinese)`, in canonical order.
+pub const STUDY_D2: [(&str, &str, &str); 5] = [
+    ("transport", "transport", "交通便利程度"),
+    ("queueing", "queueing", "排队等候情况"),
+    ("serving_speed", "serving speed", "点菜上菜速度"),
+    ("decor", "decor", "装修情况"),
+    ("noise", "noise", "嘈杂情况"),
+];
+
+/// The five GENIA entity types, in the study's prompt order.
+pub const GENIA_TYPES: [&str; 5] = ["DNA", "RNA", "protein", "cell_type", "cell_line"];
+
+/// The study's ten MAVEN event types, in its heuristic prompt's order.
+pub const MAVEN10_TYPES: [&str; 10] = [
+    "Catastrophe",
+    "Attack",
+    "Hostile_encounter",
+    "Causation",
+    "Process_start",
+    "Competition",
+    "Motion",
+    "Social_event",
+    "Killing",
+    "Conquering",
+];
 
 /// The gold label of one aspect in one MASA record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -266,5 +378,44 @@ impl Record {
             Record::Ner(_) => TaskKind::Ner,
             Record::Event(_) => TaskKind::Event,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn study_domains_have_the_papers_aspects_in_order() {
+        let d1 = Domain::study_d1();
+        assert_eq!(
+            d1.keys().collect::<Vec<_>>(),
+            ["food", "drinks", "price", "hygiene", "staff", "parking"]
+        );
+        assert_eq!(
+            d1.aspects.iter().map(|a| a.zh.as_str()).collect::<Vec<_>>(),
+            ["食品评价", "饮品评价", "价格水平", "卫生情况", "服务人员态度", "停车方便程度"]
+        );
+        let d2 = Domain::study_d2();
+        assert_eq!(
+            d2.aspects.iter().map(|a| a.zh.as_str()).collect::<Vec<_>>(),
+            ["交通便利程度", "排队等候情况", "点菜上菜速度", "装修情况", "嘈杂情况"]
+        );
+        let all = Domain::study_all();
+        assert_eq!(all.len(), 11);
+        assert_eq!(all.position("transport"), Some(6));
+        assert_eq!(all.aspect("serving_speed").unwrap().en, "serving speed");
+    }
+
+    #[test]
+    fn ner_and_event_domains_list_their_types() {
+        assert_eq!(
+            Domain::genia().keys().collect::<Vec<_>>(),
+            ["DNA", "RNA", "protein", "cell_type", "cell_line"]
+        );
+        let maven = Domain::maven10();
+        assert_eq!(maven.len(), 10);
+        assert_eq!(maven.aspects[1].key, "Attack");
+        assert_eq!(maven.aspects[9].key, "Conquering");
     }
 }

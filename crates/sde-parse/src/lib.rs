@@ -1,1 +1,65 @@
-//! sde-parse: see the crate description.
+//! Parses model outputs back into labels, with exactly one [`Status`] per output.
+//!
+//! [`parse`] reads one generated completion under the [`Design`] it was trained on and the
+//! [`Domain`] it was asked about (the aspect list for MASA, the entity-type list for NER, the
+//! event-type list for event detection) and returns a [`Parsed`]:
+//!
+//! * [`Labels`]: for MASA one [`Sentiment`](sde_data::Sentiment) per domain aspect in domain
+//!   order; for NER the `(type, name)` entities; for event detection the `(type, trigger)`
+//!   events. [`Parsed::align`] adds byte (and token) spans against the source sentence.
+//! * [`Status`]: clean, repaired (which repairs), partial (missing / extra / invalid keys),
+//!   truncated, unparseable or empty.
+//! * [`Issue`]s: everything noticed, typed so that metrics can count format errors by kind.
+//!
+//! Three [`Mode`]s: `Strict` (the design's exact grammar), `Lenient` (exact first, then
+//! tolerant repairs and the study's relaxations) and `Study` (the study's own evaluator,
+//! quirks included, to reproduce its numbers; [`study_format_error`] tells whether the study
+//! counts an output as a format error).
+//!
+//! The parser never panics, on any input. It does no IO.
+
+mod align;
+mod event;
+mod grammar;
+mod json;
+mod listing;
+mod masa;
+mod ner;
+mod normalize;
+mod outcome;
+mod study_masa;
+mod types;
+
+use sde_data::{Domain, Sentiment, TaskKind};
+use sde_format::Design;
+
+pub use types::{
+    EntityMention, EventMention, Issue, IssueKind, Labels, Mode, Parsed, PartialCounts, Repair,
+    Status, StudyError,
+};
+
+/// Parses one model output.
+///
+/// `domain` lists the aspects (MASA), entity types (NER) or event types (event detection),
+/// in canonical order. `design.task` selects the task.
+pub fn parse(text: &str, design: &Design, domain: &Domain, mode: Mode) -> Parsed {
+    match design.task {
+        TaskKind::Masa => masa::parse(text, design, domain, mode),
+        TaskKind::Ner => ner::parse(text, design, domain, mode),
+        TaskKind::Event => event::parse(text, design, domain, mode),
+    }
+}
+
+/// Whether the study's own evaluator counts `text` as a format error, and which kind
+/// (digest §7.1 for MASA, including the CoT second pass without punctuation normalisation;
+/// §7.3 for event detection; for NER the `num_invalid` undefined-type count).
+pub fn study_format_error(text: &str, design: &Design, domain: &Domain) -> Option<StudyError> {
+    parse(text, design, domain, Mode::Study).study_error
+}
+
+/// The study's parse of a MASA *gold* target: the design's study parser without relaxation.
+/// `None` where the study drops the sample from the counts (the gold string does not parse,
+/// names an unknown aspect or has an unknown label). Missing aspects are unmentioned.
+pub fn study_masa_gold(text: &str, design: &Design, domain: &Domain) -> Option<Vec<Sentiment>> {
+    study_masa::gold(text, design, domain)
+}

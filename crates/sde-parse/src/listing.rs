@@ -1,0 +1,687 @@
+//! NER and event-detection outputs share one shape: a list of `(type, text)` pairs written
+//! as tuples, as `type: a, b` groups, or as JSON records. This module reads all three,
+//! strictly or leniently.
+
+use sde_data::Domain;
+use sde_format::{Design, LabelForm, Layout, Unmentioned};
+
+use crate::json::{self, Dialect, Value};
+use crate::normalize::{clean_token, strip_code_fence, strip_list_marker};
+use crate::outcome::Outcome;
+use crate::types::{Issue, Mode, Repair};
+
+/// The surface strings of one task's list grammar.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListVocab {
+    /// Tuple layout: `["type", "name"]` with (`, `) or without (`,`) a space.
+    pub(crate) tuple_sep: &'static str,
+    /// Tuple layout: the whole output when there are no items.
+    pub(crate) tuple_empty: &'static str,
+    /// Group layouts: between type and names.
+    pub(crate) kv_sep: &'static str,
+    /// Natural layout: between groups.
+    pub(crate) group_sep: &'static str,
+    /// Group layouts: types are Python-quoted (`'DNA'`) and names form a Python list body
+    /// (`'a', 'b'`), as the study's NER targets; otherwise both are bare and names are
+    /// joined by `, ` (the study's event targets).
+    pub(crate) python_quoted: bool,
+    /// PU placeholder for a type without items, as written after `kv_sep`.
+    pub(crate) placeholder: &'static str,
+    /// JSON key of the type.
+    pub(crate) json_type: &'static str,
+    /// JSON key of the names list.
+    pub(crate) json_names: &'static str,
+}
+
+/// GENIA (digest §2.2): default / weak1 / good1 / good2.
+pub(crate) const NER: ListVocab = ListVocab {
+    tuple_sep: ",",
+    tuple_empty: "",
+    kv_sep: ": ",
+    group_sep: "; ",
+    python_quoted: true,
+    placeholder: "''",
+    json_type: "entity_type",
+    json_names: "entity_names",
+};
+
+/// MAVEN (digest §2.3): heuristic / lines / ou / numerical / json.
+pub(crate) const EVENT: ListVocab = ListVocab {
+    tuple_sep: ", ",
+    tuple_empty: "[]",
+    kv_sep: ": ",
+    group_sep: "; ",
+    python_quoted: false,
+    placeholder: "NONE",
+    json_type: "event_type",
+    json_names: "trigger word",
+};
+
+/// One `(type, text)` pair as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pair {
+    pub(crate) kind: String,
+    pub(crate) text: String,
+}
+
+/// Reads the pairs of one output; resolves types against the domain; removes duplicates.
+pub(crate) fn read(
+    text: &str,
+    design: &Design,
+    domain: &Domain,
+    vocab: &ListVocab,
+    mode: Mode,
+    out: &mut Outcome,
+) -> Vec<Pair> {
+    let strict_pairs = {
+        let mut strict_out = Outcome::default();
+        let pairs = strict(text, design, domain, vocab, &mut strict_out);
+        if mode == Mode::Strict || strict_out.is_clean() || text.trim().is_empty() {
+            *out = strict_out;
+            return dedup(pairs, out);
+        }
+        pairs
+    };
+    let _ = strict_pairs;
+    let pairs = lenient(text, design, domain, vocab, out);
+    dedup(pairs, out)
+}
+
+fn dedup(pairs: Vec<Pair>, out: &mut Outcome) -> Vec<Pair> {
+    let mut seen: Vec<Pair> = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        if seen.contains(&p) {
+            out.issues.push(Issue::DuplicateItem {
+                kind: p.kind,
+                text: p.text,
+            });
+        } else {
+            seen.push(p);
+        }
+    }
+    seen
+}
+
+/// Which of the three shapes a design renders.
+fn shape(design: &Design) -> Layout {
+    design.layout
+}
+
+fn type_index(kind: &str, domain: &Domain) -> Option<usize> {
+    domain.aspects.iter().position(|a| a.key == kind)
+}
+
+/// The type a strict token names: a domain type, or an index for numeric designs.
+fn strict_type(token: &str, design: &Design, domain: &Domain) -> Option<String> {
+    if design.labels == LabelForm::Numeric {
+        let i: usize = token.parse().ok()?;
+        if i.to_string() != token {
+            return None;
+        }
+        return domain.aspects.get(i).map(|a| a.key.clone());
+    }
+    type_index(token, domain).map(|i| domain.aspects[i].key.clone())
+}
+
+// ---------------------------------------------------------------------------------------
+// Strict
+
+fn strict(
+    text: &str,
+    design: &Design,
+    domain: &Domain,
+    vocab: &ListVocab,
+    out: &mut Outcome,
+) -> Vec<Pair> {
+    let body = text.trim();
+    let mut pairs = Vec::new();
+    out.usable = true;
+    match shape(design) {
+        Layout::Tuples => {
+            if body == vocab.tuple_empty || body.is_empty() {
+                return pairs;
+            }
+            let lines: Vec<&str> = body.split('\n').collect();
+            for (i, line) in lines.iter().enumerate() {
+                match strict_tuple(line, vocab) {
+                    Some((kind, name)) => {
+                        if type_index(&kind, domain).is_none() {
+                            out.extra(Issue::UndefinedType { kind: kind.clone() });
+                        }
+                        pairs.push(Pair { kind, text: name });
+                    }
+                    None => {
+                        if i + 1 == lines.len() && is_cut_literal(line) {
+                            out.truncated = true;
+                        }
+                        out.extra(Issue::BadItem {
+                            line: i + 1,
+                            text: line.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Layout::Json => {
+            let lines: Vec<&str> = if body.is_empty() {
+                Vec::new()
+            } else {
+                body.split('\n').collect()
+            };
+            let mut seen_types = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                let record = json::parse_whole(line, Dialect::Json)
+                    .and_then(|(v, _)| json_record(&v, vocab));
+                match record {
+                    Some((kind, names)) => group(
+                        &kind,
+                        names,
+                        design,
+                        domain,
+                        &mut seen_types,
+                        &mut pairs,
+                        out,
+                    ),
+                    None => {
+                        if i + 1 == lines.len() && is_cut_literal(line) {
+                            out.truncated = true;
+                        }
+                        out.extra(Issue::BadItem {
+                            line: i + 1,
+                            text: line.to_string(),
+                        });
+                    }
+                }
+            }
+            missing_types(design, domain, &seen_types, out);
+        }
+        Layout::Natural | Layout::Lines => {
+            let sep = if design.layout == Layout::Lines {
+                "\n"
+            } else {
+                vocab.group_sep
+            };
+            let groups: Vec<&str> = if body.is_empty() {
+                Vec::new()
+            } else {
+                body.split(sep).collect()
+            };
+            let mut seen_types = Vec::new();
+            for (i, g) in groups.iter().enumerate() {
+                let parsed = g.split_once(vocab.kv_sep).and_then(|(t, names)| {
+                    Some((strict_group_type(t, vocab)?, strict_names(names, vocab)?))
+                });
+                match parsed {
+                    Some((t, names)) => match strict_type(&t, design, domain) {
+                        Some(kind) => group(
+                            &kind,
+                            names,
+                            design,
+                            domain,
+                            &mut seen_types,
+                            &mut pairs,
+                            out,
+                        ),
+                        None => {
+                            out.extra(Issue::UndefinedType { kind: t.clone() });
+                            for n in names {
+                                pairs.push(Pair {
+                                    kind: t.clone(),
+                                    text: n,
+                                });
+                            }
+                        }
+                    },
+                    None => {
+                        if i + 1 == groups.len() && group_cut(g, vocab) {
+                            out.truncated = true;
+                        }
+                        out.extra(Issue::BadItem {
+                            line: i + 1,
+                            text: g.to_string(),
+                        });
+                    }
+                }
+            }
+            missing_types(design, domain, &seen_types, out);
+        }
+    }
+    pairs
+}
+
+fn group(
+    kind: &str,
+    names: Vec<String>,
+    design: &Design,
+    domain: &Domain,
+    seen_types: &mut Vec<String>,
+    pairs: &mut Vec<Pair>,
+    out: &mut Outcome,
+) {
+    let _ = design;
+    if type_index(kind, domain).is_none() {
+        out.extra(Issue::UndefinedType {
+            kind: kind.to_string(),
+        });
+    } else if seen_types.iter().any(|t| t == kind) {
+        out.extra(Issue::DuplicateKey {
+            key: kind.to_string(),
+        });
+    } else {
+        seen_types.push(kind.to_string());
+    }
+    if names.is_empty() && design.unmentioned == Unmentioned::Omit {
+        // OU writes only types with items.
+        out.extra(Issue::BadItem {
+            line: 0,
+            text: format!("{kind} without items"),
+        });
+    }
+    for n in names {
+        pairs.push(Pair {
+            kind: kind.to_string(),
+            text: n,
+        });
+    }
+}
+
+fn missing_types(design: &Design, domain: &Domain, seen: &[String], out: &mut Outcome) {
+    if design.unmentioned == Unmentioned::Placeholder {
+        for a in &domain.aspects {
+            if !seen.contains(&a.key) {
+                out.missing(&a.key);
+            }
+        }
+    }
+}
+
+/// `["type","name"]` exactly (JSON strings, the design's separator).
+fn strict_tuple(line: &str, vocab: &ListVocab) -> Option<(String, String)> {
+    let (value, _) = json::parse_whole(line, Dialect::Json)?;
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let [Value::Str(kind), Value::Str(name)] = items.as_slice() else {
+        return None;
+    };
+    let rendered = format!(
+        "[{}{}{}]",
+        serde_json::to_string(kind).ok()?,
+        vocab.tuple_sep,
+        serde_json::to_string(name).ok()?
+    );
+    (rendered == line).then(|| (kind.clone(), name.clone()))
+}
+
+fn strict_group_type(t: &str, vocab: &ListVocab) -> Option<String> {
+    if vocab.python_quoted {
+        let inner = t.strip_prefix('\'')?.strip_suffix('\'')?;
+        (!inner.contains('\'')).then(|| inner.to_string())
+    } else {
+        (!t.is_empty() && t.trim() == t).then(|| t.to_string())
+    }
+}
+
+/// The names after `type: `: a Python list body (NER) or `a, b` (events); the placeholder
+/// means none.
+fn strict_names(names: &str, vocab: &ListVocab) -> Option<Vec<String>> {
+    if names == vocab.placeholder {
+        return Some(Vec::new());
+    }
+    if vocab.python_quoted {
+        let (value, _) = json::parse_whole(&format!("[{names}]"), Dialect::Python)?;
+        let Value::Array(items) = value else {
+            return None;
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::Str(s) if !s.is_empty() => Some(s),
+                _ => None,
+            })
+            .collect()
+    } else {
+        let list: Vec<String> = names.split(", ").map(str::to_string).collect();
+        list.iter()
+            .all(|n| !n.is_empty() && n.trim() == n)
+            .then_some(list)
+    }
+}
+
+/// `{"entity_type": "DNA", "entity_names": [...]}` (names may also be one comma-joined
+/// string, as the study's event evaluator accepts).
+fn json_record(v: &Value, vocab: &ListVocab) -> Option<(String, Vec<String>)> {
+    let kind = v.get(vocab.json_type)?.as_text()?;
+    let names = match v.get(vocab.json_names)? {
+        Value::Array(items) => items
+            .iter()
+            .map(Value::as_text)
+            .collect::<Option<Vec<_>>>()?,
+        Value::Str(s) if s.is_empty() => Vec::new(),
+        Value::Str(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+        _ => return None,
+    };
+    Some((kind, names))
+}
+
+/// Whether a line is a literal cut off before its end.
+fn is_cut_literal(line: &str) -> bool {
+    let t = line.trim_start();
+    (t.starts_with('[') || t.starts_with('{'))
+        && json::parse_whole(t, Dialect::Lenient).is_some_and(|(_, r)| r.unclosed)
+}
+
+fn group_cut(g: &str, vocab: &ListVocab) -> bool {
+    match g.split_once(vocab.kv_sep.trim()) {
+        None => true,
+        Some((_, names)) => {
+            let names = names.trim();
+            names.is_empty()
+                || vocab.python_quoted && names.matches(['\'', '"']).count() % 2 == 1
+                || vocab.placeholder.starts_with(names) && names != vocab.placeholder
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lenient
+
+fn lenient(
+    text: &str,
+    design: &Design,
+    domain: &Domain,
+    vocab: &ListVocab,
+    out: &mut Outcome,
+) -> Vec<Pair> {
+    let body = strip_code_fence(text, out);
+    let body = body.trim();
+    let mut raw: Vec<(String, Vec<String>)> = Vec::new();
+    let lines: Vec<&str> = body.lines().collect();
+    let n = lines.len();
+    for (i, raw_line) in lines.iter().enumerate() {
+        let (line, marker) = strip_list_marker(raw_line);
+        if marker {
+            out.repair(Repair::ListMarkers);
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            out.repair(Repair::Whitespace);
+            continue;
+        }
+        let is_last = i + 1 == n;
+        if line.starts_with('[') || line.starts_with('(') || line.starts_with('{') {
+            if literal_line(line, vocab, design, &mut raw, out) {
+                if is_last && is_cut_literal(line) {
+                    out.truncated = true;
+                }
+                continue;
+            }
+        }
+        // `type: a, b` groups, separated by `;`.
+        let mut any = false;
+        let groups: Vec<&str> = line.split([';', '；']).collect();
+        let g_n = groups.len();
+        for (gi, g) in groups.iter().enumerate() {
+            let g = g.trim();
+            if g.is_empty() {
+                continue;
+            }
+            let Some((t, names)) = split_kv(g, out) else {
+                if is_last
+                    && gi + 1 == g_n
+                    && domain
+                        .aspects
+                        .iter()
+                        .any(|a| a.key.starts_with(clean_token(g)) && !clean_token(g).is_empty())
+                {
+                    out.truncated = true;
+                } else if !any {
+                    out.repair(Repair::SurroundingProse);
+                }
+                continue;
+            };
+            let t = clean_token(t).trim_matches('\'').to_string();
+            if resolve_type(&t, design, domain, &mut Outcome::default()).is_none()
+                && t.split_whitespace().count() > 3
+            {
+                // A sentence with a colon: prose.
+                out.repair(Repair::SurroundingProse);
+                continue;
+            }
+            any = true;
+            let list = lenient_names(names, vocab, out);
+            if is_last && gi + 1 == g_n && names.trim().is_empty() {
+                out.truncated = true;
+            }
+            raw.push((t, list));
+        }
+        if !any && line.contains('[') && literal_line(line, vocab, design, &mut raw, out) {
+            out.repair(Repair::SurroundingProse);
+        }
+    }
+    if lines.len() > 1 && design.layout == Layout::Natural {
+        out.repair(Repair::Separators);
+    }
+    if body.is_empty() {
+        out.usable = true;
+    }
+    let mut pairs = Vec::new();
+    let mut seen = Vec::new();
+    for (t, names) in raw {
+        let kind = match resolve_type(&t, design, domain, out) {
+            Some(k) => k,
+            None => {
+                out.extra(Issue::UndefinedType { kind: t.clone() });
+                t
+            }
+        };
+        out.usable = true;
+        if type_index(&kind, domain).is_some() && !seen.contains(&kind) {
+            seen.push(kind.clone());
+        }
+        for name in names {
+            pairs.push(Pair {
+                kind: kind.clone(),
+                text: name,
+            });
+        }
+    }
+    if design.layout != Layout::Tuples
+        && design.unmentioned == Unmentioned::Placeholder
+        && !pairs.is_empty()
+    {
+        for a in &domain.aspects {
+            if !seen.contains(&a.key) {
+                out.missing(&a.key);
+            }
+        }
+    }
+    pairs
+}
+
+fn split_kv<'a>(g: &'a str, out: &mut Outcome) -> Option<(&'a str, &'a str)> {
+    if let Some((t, n)) = g.split_once(':') {
+        return Some((t, n));
+    }
+    let (t, n) = g.split_once('：')?;
+    out.repair(Repair::PunctuationWidth);
+    Some((t, n))
+}
+
+/// A tuple, list of tuples or JSON record on one line. Returns whether it read anything.
+fn literal_line(
+    line: &str,
+    vocab: &ListVocab,
+    design: &Design,
+    raw: &mut Vec<(String, Vec<String>)>,
+    out: &mut Outcome,
+) -> bool {
+    let start = line.find(['[', '(', '{']).unwrap_or(0);
+    let Some((value, repairs, used)) = json::parse_prefix(&line[start..], Dialect::Lenient) else {
+        return false;
+    };
+    let before = len_before(raw);
+    collect_literal(&value, vocab, raw);
+    if len_before(raw) == before && !matches!(&value, Value::Array(v) if v.is_empty()) {
+        return false;
+    }
+    if repairs.single_quotes {
+        out.repair(Repair::JsonSingleQuotes);
+    }
+    if repairs.trailing_comma {
+        out.repair(Repair::JsonTrailingComma);
+    }
+    if repairs.unquoted {
+        out.repair(Repair::JsonUnquoted);
+    }
+    if repairs.unclosed {
+        out.repair(Repair::JsonUnclosed);
+    }
+    if !line[start + used..].trim().is_empty() || start > 0 {
+        out.repair(Repair::SurroundingProse);
+    }
+    let is_tuple = matches!(&value, Value::Array(_));
+    if is_tuple != (design.layout == Layout::Tuples) {
+        out.repair(Repair::Separators);
+    }
+    true
+}
+
+fn len_before(raw: &[(String, Vec<String>)]) -> usize {
+    raw.iter().map(|(_, v)| v.len() + 1).sum()
+}
+
+fn collect_literal(value: &Value, vocab: &ListVocab, raw: &mut Vec<(String, Vec<String>)>) {
+    match value {
+        Value::Array(items) => {
+            if items
+                .iter()
+                .all(|v| matches!(v, Value::Str(_) | Value::Number(_)))
+            {
+                if let Some((kind, names)) = items.split_first() {
+                    let Some(kind) = kind.as_text() else { return };
+                    let names: Vec<String> = names
+                        .iter()
+                        .filter_map(Value::as_text)
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    raw.push((kind.trim().to_string(), names));
+                }
+            } else {
+                for v in items {
+                    collect_literal(v, vocab, raw);
+                }
+            }
+        }
+        Value::Object(entries) => {
+            const TYPE_KEYS: [&str; 5] = ["entity_type", "event_type", "type", "label", "category"];
+            const NAME_KEYS: [&str; 9] = [
+                "entity_names",
+                "trigger word",
+                "trigger_word",
+                "trigger words",
+                "triggers",
+                "trigger",
+                "entity_name",
+                "names",
+                "name",
+            ];
+            let kind = entries
+                .iter()
+                .find(|(k, _)| k == vocab.json_type || TYPE_KEYS.contains(&k.as_str()))
+                .and_then(|(_, v)| v.as_text());
+            let names = entries
+                .iter()
+                .find(|(k, _)| k == vocab.json_names || NAME_KEYS.contains(&k.as_str()))
+                .map(|(_, v)| v);
+            if let Some(kind) = kind {
+                let list = match names {
+                    Some(Value::Array(items)) => items.iter().filter_map(Value::as_text).collect(),
+                    Some(Value::Str(s)) => s
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty() && *t != vocab.placeholder)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                raw.push((kind, list));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Names after `type:` in any of the list notations.
+fn lenient_names(names: &str, vocab: &ListVocab, out: &mut Outcome) -> Vec<String> {
+    let t = names.trim();
+    if t != names.strip_prefix(' ').unwrap_or(names) {
+        out.repair(Repair::Whitespace);
+    }
+    let t = t.trim_end_matches(['.', '。']);
+    let placeholders = [
+        "NONE", "none", "None", "''", "\"\"", "[]", "无", "N/A", "n/a", "",
+    ];
+    if placeholders.contains(&t) {
+        if t != vocab.placeholder {
+            out.repair(Repair::Separators);
+        }
+        return Vec::new();
+    }
+    if t.contains(['\'', '"']) {
+        let list_text = if t.starts_with('[') {
+            t.to_string()
+        } else {
+            format!("[{t}]")
+        };
+        if let Some((Value::Array(items), repairs)) =
+            json::parse_whole(&list_text, Dialect::Lenient)
+        {
+            if repairs.unclosed {
+                out.repair(Repair::JsonUnclosed);
+                out.truncated = true;
+            }
+            if !vocab.python_quoted {
+                out.repair(Repair::Separators);
+            }
+            return items
+                .iter()
+                .filter_map(Value::as_text)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+    }
+    if vocab.python_quoted {
+        out.repair(Repair::JsonUnquoted);
+    }
+    t.trim_start_matches('[')
+        .trim_end_matches(']')
+        .split([',', '，'])
+        .map(|s| clean_token(s).to_string())
+        .filter(|s| !s.is_empty() && !placeholders.contains(&s.as_str()))
+        .collect()
+}
+
+/// The domain type a written type names: exact, by index (numeric designs), or
+/// case-insensitively / ignoring `_` vs space.
+fn resolve_type(t: &str, design: &Design, domain: &Domain, out: &mut Outcome) -> Option<String> {
+    if let Some(i) = type_index(t, domain) {
+        if design.labels == LabelForm::Numeric {
+            out.repair(Repair::LabelRelaxed);
+        }
+        return Some(domain.aspects[i].key.clone());
+    }
+    if let Ok(i) = t.parse::<usize>() {
+        if let Some(a) = domain.aspects.get(i) {
+            if design.labels != LabelForm::Numeric {
+                out.repair(Repair::LabelRelaxed);
+            }
+            return Some(a.key.clone());
+        }
+    }
+    let norm = |s: &str| s.to_lowercase().replace([' ', '-'], "_");
+    let found = domain.aspects.iter().find(|a| norm(&a.key) == norm(t))?;
+    out.repair(Repair::KeyRelaxed);
+    Some(found.key.clone())
+}

@@ -1,0 +1,628 @@
+//! MASA outputs: strict grammar per design, and the lenient reader.
+
+use sde_data::{Domain, Sentiment};
+use sde_format::{Design, LabelForm, Language, Layout, Reasoning, Unmentioned};
+
+use crate::grammar::{self, MASA_EN, MASA_ZH, MasaVocab};
+use crate::json::{self, Dialect, Value};
+use crate::normalize::{clean_token, strip_code_fence, strip_list_marker};
+use crate::outcome::Outcome;
+use crate::study_masa;
+use crate::types::{Issue, Labels, Mode, Parsed, Repair};
+
+/// One `key → value` pair as written, before resolution.
+#[derive(Debug)]
+struct RawItem {
+    key: String,
+    value: String,
+    /// 1-based output line (0 when unknown).
+    line: usize,
+}
+
+pub(crate) fn parse(text: &str, design: &Design, domain: &Domain, mode: Mode) -> Parsed {
+    match mode {
+        Mode::Study => {
+            let (labels, _, error) = study_masa::parse(text, design, domain);
+            let mut out = Outcome::default();
+            out.usable = labels.iter().any(|s| *s != Sentiment::Unmentioned) || error.is_none();
+            if let Some(e) = error {
+                out.issues.push(Issue::BadItem {
+                    line: 0,
+                    text: format!("{e:?}"),
+                });
+                out.counts.extra += 1;
+            }
+            let empty_ok = design.unmentioned == Unmentioned::Omit;
+            out.finish(text, Labels::Masa(labels), empty_ok, error)
+        }
+        Mode::Strict => strict(text, design, domain),
+        Mode::Lenient => {
+            let parsed = strict(text, design, domain);
+            if parsed.status.is_clean() {
+                parsed
+            } else {
+                lenient(text, design, domain)
+            }
+        }
+    }
+}
+
+fn empty_ok(design: &Design) -> bool {
+    design.unmentioned == Unmentioned::Omit
+}
+
+// ---------------------------------------------------------------------------------------
+// Strict
+
+fn strict(text: &str, design: &Design, domain: &Domain) -> Parsed {
+    let vocab = MasaVocab::of(design);
+    let mut out = Outcome::default();
+    let body = text.trim();
+    let mut items = Vec::new();
+    // The last fragment is visibly cut off.
+    let mut cut = false;
+    let mut terminated = true;
+    if design.layout == Layout::Json {
+        let lines: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('\n').collect()
+        };
+        for (i, line) in lines.iter().enumerate() {
+            match json_item(line, &vocab, Dialect::Json) {
+                Some(item) => items.push(RawItem {
+                    line: i + 1,
+                    ..item
+                }),
+                None => {
+                    cut = i + 1 == lines.len() && json_cut(line);
+                    out.extra(Issue::BadItem {
+                        line: i + 1,
+                        text: line.to_string(),
+                    });
+                }
+            }
+        }
+    } else {
+        let pieces = match design.layout {
+            Layout::Natural => match body.strip_suffix(vocab.terminator) {
+                Some(b) => split_pieces(b, vocab.item_sep),
+                None => {
+                    terminated = body.is_empty();
+                    split_pieces(body, vocab.item_sep)
+                }
+            },
+            _ => split_pieces(body, "\n"),
+        };
+        let n = pieces.len();
+        for (k, (line, piece)) in pieces.into_iter().enumerate() {
+            match piece.split_once(vocab.kv_sep) {
+                Some((key, value)) => {
+                    if k + 1 == n {
+                        cut = value.is_empty() || is_label_prefix(value, design, &vocab);
+                    }
+                    items.push(RawItem {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        line,
+                    });
+                }
+                None => {
+                    if k + 1 == n {
+                        cut = piece.is_empty()
+                            || domain
+                                .aspects
+                                .iter()
+                                .any(|a| vocab.aspect_name(a).starts_with(piece));
+                    }
+                    out.extra(Issue::BadItem {
+                        line,
+                        text: piece.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    let labels = resolve(&items, design, domain, &vocab, false, &mut out);
+    out.truncated = cut && !terminated
+        || cut && design.layout != Layout::Natural
+        || !terminated && design.unmentioned == Unmentioned::Placeholder && out.counts.missing > 0;
+    out.finish(text, Labels::Masa(labels), empty_ok(design), None)
+}
+
+/// Whether a JSON line is a record cut off before its end.
+fn json_cut(line: &str) -> bool {
+    line.trim_start().starts_with('{')
+        && json::parse_whole(line, Dialect::Lenient).is_some_and(|(_, r)| r.unclosed)
+}
+
+/// Splits on `sep`, keeping each piece's 1-based line.
+fn split_pieces<'a>(body: &'a str, sep: &str) -> Vec<(usize, &'a str)> {
+    if body.is_empty() {
+        return Vec::new();
+    }
+    let mut line = 1;
+    body.split(sep)
+        .map(|p| {
+            let this = line;
+            line += p.matches('\n').count() + usize::from(sep == "\n");
+            (this, p)
+        })
+        .collect()
+}
+
+fn json_item(line: &str, vocab: &MasaVocab, dialect: Dialect) -> Option<RawItem> {
+    let (value, _) = json::parse_whole(line, dialect)?;
+    let Value::Object(entries) = &value else {
+        return None;
+    };
+    let aspect = value.get(vocab.json_aspect)?.as_text()?;
+    let sentiment = value.get(vocab.json_sentiment)?.as_text()?;
+    let known = [vocab.json_aspect, vocab.json_sentiment, vocab.json_evidence];
+    if entries.iter().any(|(k, _)| !known.contains(&k.as_str())) {
+        return None;
+    }
+    Some(RawItem {
+        key: aspect,
+        value: sentiment,
+        line: 0,
+    })
+}
+
+/// Resolves keys and values into one label per aspect. `relaxed`: the lenient rules.
+fn resolve(
+    items: &[RawItem],
+    design: &Design,
+    domain: &Domain,
+    vocab: &MasaVocab,
+    relaxed: bool,
+    out: &mut Outcome,
+) -> Vec<Sentiment> {
+    let mut labels: Vec<Option<Sentiment>> = vec![None; domain.aspects.len()];
+    for item in items {
+        let key = if relaxed {
+            clean_token(&item.key)
+        } else {
+            item.key.as_str()
+        };
+        let Some(index) = resolve_key(key, domain, vocab, relaxed, out) else {
+            let value = if relaxed {
+                clean_token(&item.value)
+            } else {
+                item.value.as_str()
+            };
+            if relaxed
+                && resolve_value(value, design, vocab, true, &mut Outcome::default()).is_none()
+            {
+                // Neither an aspect nor a label: prose.
+                out.repair(Repair::SurroundingProse);
+            } else {
+                out.extra(Issue::UnknownKey {
+                    key: item.key.clone(),
+                    line: item.line,
+                });
+            }
+            continue;
+        };
+        out.usable = true;
+        let aspect_key = &domain.aspects[index].key;
+        if labels[index].is_some() {
+            if relaxed {
+                out.repair(Repair::DuplicateKey);
+                out.issues.push(Issue::DuplicateKey {
+                    key: aspect_key.clone(),
+                });
+            } else {
+                out.extra(Issue::DuplicateKey {
+                    key: aspect_key.clone(),
+                });
+            }
+            continue;
+        }
+        let value = if relaxed {
+            clean_token(&item.value)
+        } else {
+            item.value.as_str()
+        };
+        match resolve_value(value, design, vocab, relaxed, out) {
+            Some(s) => labels[index] = Some(s),
+            None => {
+                out.invalid(aspect_key, &item.value);
+                labels[index] = Some(Sentiment::Unmentioned);
+            }
+        }
+    }
+    if design.unmentioned == Unmentioned::Placeholder {
+        for (slot, aspect) in labels.iter().zip(&domain.aspects) {
+            if slot.is_none() {
+                out.missing(&aspect.key);
+            }
+        }
+    }
+    labels
+        .into_iter()
+        .map(|s| s.unwrap_or(Sentiment::Unmentioned))
+        .collect()
+}
+
+fn resolve_key(
+    key: &str,
+    domain: &Domain,
+    vocab: &MasaVocab,
+    relaxed: bool,
+    out: &mut Outcome,
+) -> Option<usize> {
+    if let Some(i) = domain
+        .aspects
+        .iter()
+        .position(|a| vocab.aspect_name(a) == key)
+    {
+        return Some(i);
+    }
+    if !relaxed {
+        return None;
+    }
+    if key.is_empty() {
+        return None;
+    }
+    let lower = key.to_lowercase();
+    let found = domain
+        .aspects
+        .iter()
+        .position(|a| a.zh == key || a.en.to_lowercase() == lower || a.key.to_lowercase() == lower)
+        .or_else(|| {
+            domain.aspects.iter().position(|a| {
+                [Language::Zh, Language::En].iter().any(|&l| {
+                    grammar::soft_keys(a, l)
+                        .iter()
+                        .any(|k| lower.contains(&k.to_lowercase()))
+                })
+            })
+        });
+    if found.is_some() {
+        out.repair(Repair::KeyRelaxed);
+    }
+    found
+}
+
+fn resolve_value(
+    value: &str,
+    design: &Design,
+    vocab: &MasaVocab,
+    relaxed: bool,
+    out: &mut Outcome,
+) -> Option<Sentiment> {
+    if let Some(s) = vocab.exact_label(design, value) {
+        return Some(s);
+    }
+    if !relaxed {
+        return None;
+    }
+    let other_forms = [
+        (MASA_ZH, LabelForm::Text),
+        (MASA_EN, LabelForm::Text),
+        (*vocab, LabelForm::Numeric),
+    ];
+    for (v, form) in other_forms {
+        let d = Design {
+            labels: form,
+            ..*design
+        };
+        if let Some(s) = v.exact_label(&d, value) {
+            out.repair(Repair::LabelRelaxed);
+            return Some(s);
+        }
+    }
+    if let Some(n) = value
+        .trim_start_matches('+')
+        .parse::<i8>()
+        .ok()
+        .and_then(Sentiment::from_numeric)
+    {
+        out.repair(Repair::LabelRelaxed);
+        return Some(n);
+    }
+    let s = study_masa::relax_label_opt(value, Language::Zh)
+        .or_else(|| study_masa::relax_label_opt(value, Language::En))?;
+    out.repair(Repair::LabelRelaxed);
+    Some(s)
+}
+
+// ---------------------------------------------------------------------------------------
+// Lenient
+
+const KV_SEPS: [&str; 2] = ["：", ":"];
+const ITEM_SEPS: [char; 5] = ['，', ',', '；', ';', '、'];
+
+fn lenient(text: &str, design: &Design, domain: &Domain) -> Parsed {
+    let vocab = MasaVocab::of(design);
+    let mut out = Outcome::default();
+    let body = strip_code_fence(text, &mut out);
+    let body = body.trim();
+    let mut items = Vec::new();
+    let labels;
+    if body.contains('{') {
+        let cut = json_items(body, &vocab, design, &mut items, &mut out);
+        labels = resolve(&items, design, domain, &vocab, true, &mut out);
+        out.truncated = cut;
+    } else {
+        let tail = text_items(body, &vocab, design, domain, &mut items, &mut out);
+        labels = resolve(&items, design, domain, &vocab, true, &mut out);
+        out.truncated = tail.cut
+            || design.layout == Layout::Natural
+                && design.unmentioned == Unmentioned::Placeholder
+                && !tail.terminated
+                && out.counts.missing > 0;
+    }
+    out.finish(text, Labels::Masa(labels), empty_ok(design), None)
+}
+
+/// JSON records anywhere in the text. Returns whether the last one was cut off.
+fn json_items(
+    body: &str,
+    vocab: &MasaVocab,
+    design: &Design,
+    items: &mut Vec<RawItem>,
+    out: &mut Outcome,
+) -> bool {
+    let mut rest = body;
+    let mut consumed_prose = false;
+    let mut truncated = false;
+    let mut first = true;
+    while let Some(open) = rest.find('{') {
+        let before = &rest[..open];
+        if !before
+            .trim()
+            .trim_matches(|c| matches!(c, ',' | '[' | ']' | '，'))
+            .is_empty()
+        {
+            consumed_prose = true;
+        }
+        if !first && !before.contains('\n') && design.layout == Layout::Json {
+            out.repair(Repair::Separators);
+        }
+        first = false;
+        let from = &rest[open..];
+        let Some((value, repairs, used)) = json::parse_prefix(from, Dialect::Lenient) else {
+            // Skip this brace and keep looking.
+            out.extra(Issue::BadItem {
+                line: line_of(body, from),
+                text: from.lines().next().unwrap_or_default().to_string(),
+            });
+            rest = &from[1..];
+            continue;
+        };
+        if repairs.trailing_comma {
+            out.repair(Repair::JsonTrailingComma);
+        }
+        if repairs.single_quotes {
+            out.repair(Repair::JsonSingleQuotes);
+        }
+        if repairs.unquoted {
+            out.repair(Repair::JsonUnquoted);
+        }
+        if repairs.unclosed {
+            out.repair(Repair::JsonUnclosed);
+            truncated = true;
+        }
+        let line = line_of(body, from);
+        collect_object(&value, vocab, design, line, items, out);
+        rest = &from[used..];
+    }
+    if !rest
+        .trim()
+        .trim_matches(|c| matches!(c, ',' | '[' | ']'))
+        .is_empty()
+    {
+        consumed_prose = true;
+    }
+    if consumed_prose {
+        out.repair(Repair::SurroundingProse);
+    }
+    if design.layout != Layout::Json && design.reasoning == Reasoning::None {
+        out.repair(Repair::Separators);
+    }
+    truncated
+}
+
+fn line_of(body: &str, at: &str) -> usize {
+    let offset = at.as_ptr() as usize - body.as_ptr() as usize;
+    body[..offset.min(body.len())].matches('\n').count() + 1
+}
+
+const ASPECT_KEYS: [&str; 4] = ["方面", "aspect", "category", "aspect_category"];
+const SENTIMENT_KEYS: [&str; 6] = [
+    "情感",
+    "sentiment",
+    "label",
+    "polarity",
+    "情感类别",
+    "情感倾向",
+];
+const EVIDENCE_KEYS: [&str; 5] = ["描述", "description", "evidence", "reason", "理由"];
+
+fn collect_object(
+    value: &Value,
+    vocab: &MasaVocab,
+    design: &Design,
+    line: usize,
+    items: &mut Vec<RawItem>,
+    out: &mut Outcome,
+) {
+    match value {
+        Value::Array(values) => {
+            for v in values {
+                collect_object(v, vocab, design, line, items, out);
+            }
+        }
+        Value::Object(entries) => {
+            let find = |keys: &[&str]| {
+                entries
+                    .iter()
+                    .find(|(k, _)| keys.contains(&k.as_str()) || k == vocab.json_aspect)
+                    .and_then(|(_, v)| v.as_text())
+            };
+            let aspect = entries
+                .iter()
+                .find(|(k, _)| k == vocab.json_aspect || ASPECT_KEYS.contains(&k.as_str()))
+                .and_then(|(_, v)| v.as_text());
+            let sentiment = entries
+                .iter()
+                .find(|(k, _)| k == vocab.json_sentiment || SENTIMENT_KEYS.contains(&k.as_str()))
+                .and_then(|(_, v)| v.as_text());
+            let _ = find;
+            match (aspect, sentiment) {
+                (Some(key), Some(value)) => {
+                    if entries.iter().any(|(k, _)| {
+                        k == vocab.json_evidence || EVIDENCE_KEYS.contains(&k.as_str())
+                    }) && design.reasoning == Reasoning::None
+                    {
+                        out.repair(Repair::EvidenceStripped);
+                    }
+                    items.push(RawItem { key, value, line });
+                }
+                (Some(key), None) => items.push(RawItem {
+                    key,
+                    value: String::new(),
+                    line,
+                }),
+                _ => {
+                    // A flat object: {"食品评价": "正面", ...}.
+                    out.repair(Repair::Separators);
+                    for (k, v) in entries {
+                        if let Some(value) = v.as_text() {
+                            items.push(RawItem {
+                                key: k.clone(),
+                                value,
+                                line,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// How a text output ends.
+struct Tail {
+    /// It ends with a terminator (`。` or `.`).
+    terminated: bool,
+    /// The last item is visibly cut: no value, a proper prefix of a label, or a bare
+    /// proper prefix of an aspect name.
+    cut: bool,
+}
+
+/// `key：value` items from lines and separators.
+fn text_items(
+    body: &str,
+    vocab: &MasaVocab,
+    design: &Design,
+    domain: &Domain,
+    items: &mut Vec<RawItem>,
+    out: &mut Outcome,
+) -> Tail {
+    let mut lines: Vec<(usize, &str)> = Vec::new();
+    for (i, raw) in body.lines().enumerate() {
+        let (line, marker) = strip_list_marker(raw);
+        if marker {
+            out.repair(Repair::ListMarkers);
+        }
+        if line.trim().is_empty() {
+            out.repair(Repair::Whitespace);
+            continue;
+        }
+        lines.push((i + 1, line));
+    }
+    let layout_lines = design.layout == Layout::Lines;
+    if lines.len() > 1 && !layout_lines
+        || lines.len() == 1 && layout_lines && items_in(lines[0].1) > 1
+    {
+        out.repair(Repair::Separators);
+    }
+    let terminated = body.ends_with(['。', '.']);
+    if layout_lines && terminated || design.layout == Layout::Natural && !terminated {
+        out.repair(Repair::Separators);
+    }
+    let mut cut = false;
+    let mut last_item: Option<usize> = None;
+    for (li, (line_no, line)) in lines.iter().enumerate() {
+        let line = line.trim_end_matches(['。', '.']).trim_end();
+        let pieces: Vec<&str> = line.split(ITEM_SEPS).collect();
+        for (pi, piece) in pieces.iter().enumerate() {
+            let is_last = li + 1 == lines.len() && pi + 1 == pieces.len();
+            let sep_used = KV_SEPS
+                .iter()
+                .filter_map(|s| piece.find(s).map(|i| (i, *s)))
+                .min_by_key(|(i, _)| *i);
+            if let Some((at, sep)) = sep_used {
+                if sep != vocab.kv_sep.trim() {
+                    out.repair(Repair::PunctuationWidth);
+                }
+                let key = &piece[..at];
+                let value = &piece[at + sep.len()..];
+                if key != key.trim() && vocab.language == Language::Zh {
+                    out.repair(Repair::Whitespace);
+                }
+                items.push(RawItem {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    line: *line_no,
+                });
+                last_item = Some(items.len() - 1);
+                if is_last {
+                    let v = clean_token(value);
+                    cut = v.is_empty() || is_label_prefix(v, design, vocab);
+                }
+                continue;
+            }
+            let p = clean_token(piece);
+            if p.is_empty() {
+                if !is_last {
+                    out.repair(Repair::Separators);
+                }
+                continue;
+            }
+            // CoT text between an aspect and its label: `aspect：evidence，label`.
+            if let Some(idx) = last_item {
+                let quiet = &mut Outcome::default();
+                let prev_is_label =
+                    resolve_value(clean_token(&items[idx].value), design, vocab, true, quiet)
+                        .is_some();
+                if !prev_is_label && resolve_value(p, design, vocab, true, quiet).is_some() {
+                    items[idx].value = p.to_string();
+                    if design.reasoning == Reasoning::None {
+                        out.repair(Repair::EvidenceStripped);
+                    }
+                    continue;
+                }
+            }
+            if is_last
+                && domain
+                    .aspects
+                    .iter()
+                    .any(|a| vocab.aspect_name(a).starts_with(p) && vocab.aspect_name(a) != p)
+            {
+                cut = true;
+                continue;
+            }
+            // Neither an item nor a label: prose (or evidence) dropped.
+            out.repair(Repair::SurroundingProse);
+        }
+    }
+    Tail { terminated, cut }
+}
+
+fn is_label_prefix(v: &str, design: &Design, vocab: &MasaVocab) -> bool {
+    vocab.exact_label(design, v).is_none()
+        && Sentiment::ALL
+            .iter()
+            .any(|&s| vocab.label(design, s).starts_with(v))
+}
+
+fn items_in(line: &str) -> usize {
+    line.split(ITEM_SEPS)
+        .filter(|p| KV_SEPS.iter().any(|s| p.contains(s)))
+        .count()
+}

@@ -81,6 +81,19 @@ pub enum Reasoning {
     ReverseCot,
 }
 
+/// How the rendered prompt is wrapped for a chat model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Wrap {
+    /// Raw text, no wrapping (the study's MASA and MAVEN samples).
+    Raw,
+    /// Hand-written Llama-2 tags: `[INST]{prompt}[/INST]` (the study's GENIA samples).
+    InstTags,
+    /// The model's own chat template, supplied by the caller at render time
+    /// (see [`crate::ChatTemplate`]).
+    Chat,
+}
+
 /// One sample design: an option on every axis, plus task and language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Design {
@@ -100,4 +113,8 @@ pub struct Design {
     pub labels: LabelForm,
     /// Reasoning order.
     pub reasoning: Reasoning,
+    /// Instruction paraphrase, `0..=2` (`0` is the study's wording where it is known).
+    pub paraphrase: u8,
+    /// Prompt wrapping for chat models.
+    pub wrap: Wrap,
 }

@@ -38,7 +38,7 @@ pub trait Segment: Sized + Copy + 'static {
 }
 
 macro_rules! segments {
-    ($ty:ty, $axis:literal, [$($variant:expr => $text:literal),+ $(,)?]) => {
+    ($ty:ty, $axis:literal, [$($variant:path => $text:literal),+ $(,)?]) => {
         impl Segment for $ty {
             const ALL: &'static [Self] = &[$($variant),+];
             const AXIS: &'static str = $axis;

@@ -18,7 +18,7 @@ pub(crate) struct Item {
 
 impl Item {
     /// An item made of placeholder words, for format examples in instructions.
-    pub fn example(key: &str, value: &str, evidence: &str) -> Item {
+    pub(crate) fn example(key: &str, value: &str, evidence: &str) -> Item {
         Item {
             key: key.to_string(),
             values: vec![value.to_string()],

@@ -1,0 +1,658 @@
+//! A Llama-family decoder written for training: full-sequence hidden states, padding-aware
+//! positions, grouped-query attention, SwiGLU MLP, optional q/k/v bias (Qwen2) and LoRA.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr_free::normal_vec;
+
+use crate::config::{LlamaConfig, LoraConfig, LoraTarget};
+use crate::error::{EngineError, Result};
+use crate::lora::{Linear, seeded_rng};
+
+/// Additive bias for masked attention scores. Finite, so that a fully masked row (a padding
+/// query) gives a uniform softmax instead of NaN.
+const MASKED: f32 = -1e9;
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Layer {
+    fn linear(&self, t: LoraTarget) -> &Linear {
+        match t {
+            LoraTarget::Q => &self.q,
+            LoraTarget::K => &self.k,
+            LoraTarget::V => &self.v,
+            LoraTarget::O => &self.o,
+            LoraTarget::Gate => &self.gate,
+            LoraTarget::Up => &self.up,
+            LoraTarget::Down => &self.down,
+        }
+    }
+
+    fn linear_mut(&mut self, t: LoraTarget) -> &mut Linear {
+        match t {
+            LoraTarget::Q => &mut self.q,
+            LoraTarget::K => &mut self.k,
+            LoraTarget::V => &mut self.v,
+            LoraTarget::O => &mut self.o,
+            LoraTarget::Gate => &mut self.gate,
+            LoraTarget::Up => &mut self.up,
+            LoraTarget::Down => &mut self.down,
+        }
+    }
+}
+
+/// A Llama-family causal LM. Base weights are plain (frozen) tensors; LoRA weights are
+/// [`Var`]s.
+#[derive(Debug)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// `None` when tied to the embedding.
+    lm_head: Option<Tensor>,
+    inv_freq: Vec<f32>,
+    position_scale: f32,
+    lora: Option<LoraConfig>,
+    differentiable: bool,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+/// Per-layer key/value buffers for incremental decoding, preallocated to a fixed capacity.
+/// It also remembers which past positions were padding and how many real tokens each row has
+/// seen, so left-padded batches decode with the right positions.
+#[derive(Debug)]
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: usize,
+    capacity: usize,
+    batch: usize,
+    mask: Vec<Vec<bool>>,
+    real: Vec<usize>,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` rows and at most `capacity` positions.
+    pub fn new(model: &Llama, batch: usize, capacity: usize) -> Result<Self> {
+        let cfg = model.config();
+        let shape = (batch, cfg.kv_heads(), capacity, cfg.head_dim());
+        let mut k = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut v = Vec::with_capacity(cfg.num_hidden_layers);
+        for _ in 0..cfg.num_hidden_layers {
+            k.push(Tensor::zeros(shape, DType::F32, model.device())?);
+            v.push(Tensor::zeros(shape, DType::F32, model.device())?);
+        }
+        Ok(Self { k, v, len: 0, capacity, batch, mask: vec![Vec::new(); batch], real: vec![0; batch] })
+    }
+
+    /// Positions stored so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is stored yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum positions.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Rows.
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Empties the cache (the buffers are kept).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.mask.iter_mut().for_each(Vec::clear);
+        self.real.iter_mut().for_each(|r| *r = 0);
+    }
+}
+
+/// Everything a forward pass derives from the attention mask.
+struct Geometry {
+    /// `[b, t, head_dim/2]` each.
+    cos: Tensor,
+    sin: Tensor,
+    /// `[b, 1, 1, t, past + t]` additive bias.
+    bias: Tensor,
+    past: usize,
+}
+
+impl Llama {
+    /// Builds a model from tensors named as in Hugging Face checkpoints
+    /// (`model.layers.0.self_attn.q_proj.weight`, ...). `source_name` names the checkpoint in errors.
+    pub fn from_tensors(
+        cfg: LlamaConfig,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+        source_name: &str,
+    ) -> Result<Self> {
+        cfg.validate(source_name)?;
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors.remove(name).ok_or_else(|| EngineError::MissingTensor {
+                source_name: source_name.into(),
+                tensor: name.into(),
+            })?;
+            if t.dims() != shape {
+                return Err(EngineError::ShapeMismatch {
+                    source_name: source_name.into(),
+                    tensor: name.into(),
+                    expected: shape.to_vec(),
+                    actual: t.dims().to_vec(),
+                });
+            }
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                let w = take(&format!("{p}.{name}.weight"), &[out, inp])?;
+                let b = if bias { Some(take(&format!("{p}.{name}.bias"), &[out])?) } else { None };
+                Ok(Linear::new(w, b))
+            };
+            let ab = cfg.attention_bias;
+            let q = lin("self_attn.q_proj", nh * hd, h, ab)?;
+            let k = lin("self_attn.k_proj", nkv * hd, h, ab)?;
+            let v = lin("self_attn.v_proj", nkv * hd, h, ab)?;
+            let o = lin("self_attn.o_proj", h, nh * hd, false)?;
+            let gate = lin("mlp.gate_proj", cfg.intermediate_size, h, false)?;
+            let up = lin("mlp.up_proj", cfg.intermediate_size, h, false)?;
+            let down = lin("mlp.down_proj", h, cfg.intermediate_size, false)?;
+            let input_norm = take(&format!("{p}.input_layernorm.weight"), &[h])?;
+            let post_norm = take(&format!("{p}.post_attention_layernorm.weight"), &[h])?;
+            layers.push(Layer { input_norm, q, k, v, o, post_norm, gate, up, down });
+        }
+        let norm = take("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(take("lm_head.weight", &[cfg.vocab_size, h])?)
+        };
+        Ok(Self::assemble(cfg, device.clone(), embed, layers, norm, lm_head))
+    }
+
+    fn assemble(
+        cfg: LlamaConfig,
+        device: Device,
+        embed: Tensor,
+        layers: Vec<Layer>,
+        norm: Tensor,
+        lm_head: Option<Tensor>,
+    ) -> Self {
+        let (inv_freq, position_scale) = rope_frequencies(&cfg);
+        Self {
+            cfg,
+            device,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            position_scale,
+            lora: None,
+            differentiable: false,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
+        }
+    }
+
+    /// A model with random weights (normal, std 0.02 for matrices; norms near 1), for tests
+    /// and examples.
+    pub fn random(cfg: LlamaConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.validate("random model")?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = HashMap::new();
+        for (name, shape) in hf_tensor_shapes(&cfg) {
+            let n: usize = shape.iter().product();
+            let values = if name.ends_with("norm.weight") {
+                normal_vec(&mut rng, n, 0.1).into_iter().map(|x| 1.0 + x).collect()
+            } else {
+                normal_vec(&mut rng, n, 0.02)
+            };
+            tensors.insert(name, Tensor::from_vec(values, shape, device)?);
+        }
+        Self::from_tensors(cfg, tensors, device, "random model")
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The device holding the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The LoRA configuration, when an adapter is attached.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Whether the forward pass uses differentiable (composite) ops for RMSNorm, RoPE and
+    /// softmax instead of the fused kernels, which have no backward pass. On by default once a
+    /// LoRA adapter is attached and not merged.
+    pub fn differentiable(&self) -> bool {
+        self.differentiable
+    }
+
+    /// Forces differentiable ops on or off (on is needed to back-propagate into anything).
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+    }
+
+    /// Final hidden states after the last RMSNorm, `[b, t, hidden]`.
+    ///
+    /// `input_ids` is `[b, t]` (u32). `attention_mask` is `[b, t]` (1 real, 0 padding; any
+    /// dtype) or `None` for all real. Position ids are `cumsum(mask) - 1` per row, so left
+    /// padding gives the same results as no padding. With a `cache`, `input_ids` holds only
+    /// the new tokens and `attention_mask` only their mask; the cache remembers the past.
+    /// `train` enables LoRA dropout.
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if t == 0 {
+            return Err(EngineError::invalid("input_ids has no positions"));
+        }
+        let new_mask: Vec<Vec<bool>> = match attention_mask {
+            Some(m) => {
+                if m.dims() != [b, t] {
+                    return Err(EngineError::invalid(format!(
+                        "attention_mask has shape {:?}, input_ids {:?}",
+                        m.dims(),
+                        [b, t]
+                    )));
+                }
+                m.to_dtype(DType::F32)?
+                    .to_vec2::<f32>()?
+                    .into_iter()
+                    .map(|r| r.into_iter().map(|x| x > 0.5).collect())
+                    .collect()
+            }
+            None => vec![vec![true; t]; b],
+        };
+        if let Some(c) = cache.as_deref() {
+            if c.batch != b {
+                return Err(EngineError::invalid(format!("cache has {} rows, input {b}", c.batch)));
+            }
+            if c.len + t > c.capacity {
+                return Err(EngineError::CacheFull { needed: c.len + t, capacity: c.capacity });
+            }
+        }
+        let geo = self.geometry(&new_mask, cache.as_deref())?;
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let diff = self.differentiable();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = x.clone();
+            let hn = self.rms_norm(&x, &layer.input_norm, diff)?;
+            let kv = cache.as_deref_mut().map(|c| (c.k[i].clone(), c.v[i].clone()));
+            let attn = self.attention(layer, &hn, &geo, kv, train, diff)?;
+            x = (residual + attn)?;
+            let residual = x.clone();
+            let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
+            let g = layer.gate.forward(&hn, train, &self.rng)?;
+            let u = layer.up.forward(&hn, train, &self.rng)?;
+            let m = layer.down.forward(&(g.silu()? * u)?, train, &self.rng)?;
+            x = (residual + m)?;
+        }
+        if let Some(c) = cache {
+            for (row, m) in c.mask.iter_mut().zip(&new_mask) {
+                row.extend_from_slice(m);
+            }
+            for (r, m) in c.real.iter_mut().zip(&new_mask) {
+                *r += m.iter().filter(|x| **x).count();
+            }
+            c.len += t;
+        }
+        self.rms_norm(&x, &self.norm, diff)
+    }
+
+    /// The output head over hidden states `[n, hidden]` or `[b, t, hidden]` → logits with the
+    /// same leading dimensions and `vocab_size` last.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let dims = hidden.dims().to_vec();
+        let h = *dims.last().ok_or_else(|| EngineError::invalid("hidden states are a scalar"))?;
+        if h != self.cfg.hidden_size {
+            return Err(EngineError::invalid(format!("hidden states have width {h}, model {}", self.cfg.hidden_size)));
+        }
+        let n: usize = dims[..dims.len() - 1].iter().product();
+        let y = hidden.reshape((n, h))?.matmul(&w.t()?)?;
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.cfg.vocab_size;
+        Ok(y.reshape(out)?)
+    }
+
+    /// Attaches fresh LoRA adapters (PEFT initialisation from `cfg.seed`) to the targets of
+    /// every layer, replacing any existing adapter.
+    pub fn add_lora(&mut self, cfg: &LoraConfig) -> Result<()> {
+        if cfg.r == 0 {
+            return Err(EngineError::invalid("LoRA rank must be positive"));
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(EngineError::invalid(format!("LoRA dropout {} is not in [0, 1)", cfg.dropout)));
+        }
+        let mut targets = cfg.targets.clone();
+        targets.sort();
+        targets.dedup();
+        let mut rng = seeded_rng(cfg.seed);
+        for layer in &mut self.layers {
+            for t in LoraTarget::ALL {
+                let lin = layer.linear_mut(t);
+                lin.unmerge()?;
+                lin.lora = None;
+                if targets.contains(&t) {
+                    lin.add_lora(cfg.r, cfg.scale(), cfg.dropout, &mut rng)?;
+                }
+            }
+        }
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = seeded_rng(cfg.seed.wrapping_add(1));
+        self.lora = Some(LoraConfig { targets, ..cfg.clone() });
+        self.differentiable = true;
+        Ok(())
+    }
+
+    /// Removes the adapters (unmerging them first).
+    pub fn remove_lora(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for t in LoraTarget::ALL {
+                let lin = layer.linear_mut(t);
+                lin.unmerge()?;
+                lin.lora = None;
+            }
+        }
+        self.lora = None;
+        self.differentiable = false;
+        Ok(())
+    }
+
+    /// The LoRA weights with their PEFT names
+    /// (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`), layer by layer,
+    /// targets in q, k, v, o, gate, up, down order, A before B.
+    pub fn lora_vars(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for t in LoraTarget::ALL {
+                if let Some(l) = &layer.linear(t).lora {
+                    let p = format!("base_model.model.model.layers.{i}.{}", t.module_path());
+                    out.push((format!("{p}.lora_A.weight"), l.a.clone()));
+                    out.push((format!("{p}.lora_B.weight"), l.b.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds `scale * B A` into the base weights (inference without the adapter's extra matmuls).
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for t in LoraTarget::ALL {
+                layer.linear_mut(t).merge()?;
+            }
+        }
+        self.differentiable = false;
+        Ok(())
+    }
+
+    /// Subtracts merged adapters from the base weights again.
+    pub fn unmerge_lora(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for t in LoraTarget::ALL {
+                layer.linear_mut(t).unmerge()?;
+            }
+        }
+        self.differentiable = self.lora.is_some();
+        Ok(())
+    }
+
+    /// The base weights with their Hugging Face names (merged adapters included, unmerged ones
+    /// not). A tied output head is not listed.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), l.input_norm.clone()));
+            out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.clone()));
+            for t in LoraTarget::ALL {
+                let lin = l.linear(t);
+                out.push((format!("{p}.{}.weight", t.module_path()), lin.weight.clone()));
+                if let Some(b) = &lin.bias {
+                    out.push((format!("{p}.{}.bias", t.module_path()), b.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".into(), self.norm.clone()));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".into(), h.clone()));
+        }
+        out
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor, diff: bool) -> Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps;
+        if diff {
+            let h = x.dim(D::Minus1)? as f64;
+            let ms = (x.sqr()?.sum_keepdim(D::Minus1)? / h)?;
+            Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+        } else {
+            Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
+        }
+    }
+
+    fn geometry(&self, new_mask: &[Vec<bool>], cache: Option<&KvCache>) -> Result<Geometry> {
+        let b = new_mask.len();
+        let t = new_mask[0].len();
+        let past = cache.map_or(0, |c| c.len);
+        let total = past + t;
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(b * t * half);
+        let mut sin = Vec::with_capacity(b * t * half);
+        let mut bias = vec![MASKED; b * t * total];
+        for (row, m) in new_mask.iter().enumerate() {
+            let mut seen = cache.map_or(0, |c| c.real[row]);
+            for (i, real) in m.iter().enumerate() {
+                if *real {
+                    seen += 1;
+                }
+                let pos = seen.saturating_sub(1) as f32 * self.position_scale;
+                for f in &self.inv_freq {
+                    let a = pos * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+                let q = past + i;
+                let base = (row * t + i) * total;
+                for j in 0..=q {
+                    let key_real = if j < past { cache.is_some_and(|c| c.mask[row][j]) } else { m[j - past] };
+                    if key_real {
+                        bias[base + j] = 0.0;
+                    }
+                }
+            }
+        }
+        let cos = Tensor::from_vec(cos, (b, t, half), &self.device)?;
+        let sin = Tensor::from_vec(sin, (b, t, half), &self.device)?;
+        let bias = Tensor::from_vec(bias, (b, 1, 1, t, total), &self.device)?;
+        Ok(Geometry { cos, sin, bias, past })
+    }
+
+    fn rope(&self, x: &Tensor, geo: &Geometry, diff: bool) -> Result<Tensor> {
+        if diff {
+            // HF convention: x * cos + rotate_half(x) * sin, with cos/sin repeated over both halves.
+            let half = x.dim(D::Minus1)? / 2;
+            let cos = Tensor::cat(&[&geo.cos, &geo.cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[&geo.sin, &geo.sin], D::Minus1)?.unsqueeze(1)?;
+            let x1 = x.narrow(D::Minus1, 0, half)?;
+            let x2 = x.narrow(D::Minus1, half, half)?;
+            let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
+        } else {
+            Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &geo.cos, &geo.sin)?)
+        }
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        geo: &Geometry,
+        kv: Option<(Tensor, Tensor)>,
+        train: bool,
+        diff: bool,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let rep = nh / nkv;
+        let q = layer.q.forward(x, train, &self.rng)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = layer.k.forward(x, train, &self.rng)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = layer.v.forward(x, train, &self.rng)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = self.rope(&q, geo, diff)?;
+        let k = self.rope(&k, geo, diff)?;
+        let (k, v) = match kv {
+            Some((kb, vb)) => {
+                kb.slice_set(&k.contiguous()?, 2, geo.past)?;
+                vb.slice_set(&v, 2, geo.past)?;
+                let total = geo.past + t;
+                (kb.narrow(2, 0, total)?, vb.narrow(2, 0, total)?)
+            }
+            None => (k, v),
+        };
+        let total = k.dim(2)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let q = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, total))?.broadcast_add(&geo.bias)?;
+        let probs = if diff {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = probs.reshape((b, nkv, rep * t, total))?.matmul(&v.contiguous()?)?;
+        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        layer.o.forward(&out, train, &self.rng)
+    }
+}
+
+/// Names and shapes of every base tensor, in Hugging Face naming.
+pub(crate) fn hf_tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim();
+    let (nh, nkv, im) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.intermediate_size);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.self_attn.q_proj.weight"), vec![nh * hd, h]));
+        out.push((format!("{p}.self_attn.k_proj.weight"), vec![nkv * hd, h]));
+        out.push((format!("{p}.self_attn.v_proj.weight"), vec![nkv * hd, h]));
+        if cfg.attention_bias {
+            out.push((format!("{p}.self_attn.q_proj.bias"), vec![nh * hd]));
+            out.push((format!("{p}.self_attn.k_proj.bias"), vec![nkv * hd]));
+            out.push((format!("{p}.self_attn.v_proj.bias"), vec![nkv * hd]));
+        }
+        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, nh * hd]));
+        out.push((format!("{p}.mlp.gate_proj.weight"), vec![im, h]));
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![im, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, im]));
+    }
+    out.push(("model.norm.weight".into(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".into(), vec![cfg.vocab_size, h]));
+    }
+    out
+}
+
+/// Inverse frequencies (HF: `1 / theta^(2i/d)`, computed in f32) with any llama3 scaling
+/// applied, and the factor that divides positions (linear scaling).
+fn rope_frequencies(cfg: &LlamaConfig) -> (Vec<f32>, f32) {
+    let d = cfg.head_dim();
+    let mut inv: Vec<f32> =
+        (0..d / 2).map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32)).collect();
+    let mut pos_scale = 1.0f32;
+    if let Some(s) = &cfg.rope_scaling {
+        match s.rope_type.as_str() {
+            "linear" => pos_scale = 1.0 / s.factor as f32,
+            "llama3" => {
+                let low = s.low_freq_factor.unwrap_or(1.0);
+                let high = s.high_freq_factor.unwrap_or(4.0);
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let low_wl = old / low;
+                let high_wl = old / high;
+                for f in &mut inv {
+                    let wl = 2.0 * std::f64::consts::PI / *f as f64;
+                    let fv = *f as f64;
+                    *f = if wl < high_wl {
+                        *f
+                    } else if wl > low_wl {
+                        (fv / s.factor) as f32
+                    } else {
+                        let smooth = (old / wl - low) / (high - low);
+                        ((1.0 - smooth) * fv / s.factor + smooth * fv) as f32
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    (inv, pos_scale)
+}
+
+/// Normal samples without an extra dependency (Box–Muller on the seeded generator).
+mod rand_distr_free {
+    use rand::Rng;
+
+    pub(super) fn normal_vec<R: Rng>(rng: &mut R, n: usize, std: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u1: f64 = rng.random::<f64>().max(1e-12);
+                let u2: f64 = rng.random();
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+            })
+            .collect()
+    }
+}
+
+/// The device the engine computes on: CUDA device 0 when built with the `cuda` feature (and
+/// one is present), otherwise the CPU.
+pub fn default_device() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(Device::cuda_if_available(0)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Device::Cpu)
+    }
+}

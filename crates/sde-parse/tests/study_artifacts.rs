@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use sde_data::{Domain, Sentiment, TaskKind};
-use sde_format::{Design, LabelForm, Language, Layout, LossOn, Placement, Reasoning, Unmentioned};
+use sde_format::{Design, Language};
 use sde_parse::{Labels, Mode, Status, parse, study_format_error, study_masa_gold};
 
 fn data_root() -> Option<PathBuf> {
@@ -19,38 +19,11 @@ fn data_root() -> Option<PathBuf> {
 }
 
 fn d1() -> Domain {
-    let aspects = [
-        ("food", "food", "食品评价"),
-        ("drinks", "drinks", "饮品评价"),
-        ("price", "price", "价格水平"),
-        ("hygiene", "hygiene", "卫生情况"),
-        ("staff", "staff", "服务人员态度"),
-        ("parking", "parking", "停车方便程度"),
-    ];
-    Domain {
-        name: "d1".into(),
-        aspects: aspects
-            .iter()
-            .map(|(k, en, zh)| sde_data::AspectDef {
-                key: (*k).into(),
-                en: (*en).into(),
-                zh: (*zh).into(),
-            })
-            .collect(),
-    }
+    Domain::study_d1()
 }
 
 fn inst_last() -> Design {
-    Design {
-        task: TaskKind::Masa,
-        language: Language::Zh,
-        placement: Placement::InstLast,
-        loss_on: LossOn::Completion,
-        layout: Layout::Natural,
-        unmentioned: Unmentioned::Placeholder,
-        labels: LabelForm::Text,
-        reasoning: Reasoning::None,
-    }
+    Design::preset(TaskKind::Masa, Language::Zh, "instruction-last").unwrap()
 }
 
 fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -110,38 +83,8 @@ fn maven_heuristic_predictions_parse_under_the_study_rules() {
     let Some(root) = data_root() else { return };
     let rows = read_jsonl(&root.join("sde_paper_artifacts/MAVEN/prediction_heuristic_llama2.json"));
     assert_eq!(rows.len(), 100);
-    let design = Design {
-        task: TaskKind::Event,
-        language: Language::En,
-        placement: Placement::InstFirst,
-        loss_on: LossOn::Completion,
-        layout: Layout::Tuples,
-        unmentioned: Unmentioned::Omit,
-        labels: LabelForm::Text,
-        reasoning: Reasoning::None,
-    };
-    let domain = Domain {
-        name: "maven10".into(),
-        aspects: [
-            "Catastrophe",
-            "Attack",
-            "Hostile_encounter",
-            "Causation",
-            "Process_start",
-            "Competition",
-            "Motion",
-            "Social_event",
-            "Killing",
-            "Conquering",
-        ]
-        .iter()
-        .map(|k| sde_data::AspectDef {
-            key: (*k).into(),
-            en: (*k).into(),
-            zh: (*k).into(),
-        })
-        .collect(),
-    };
+    let design = Design::preset(TaskKind::Event, Language::En, "heuristic").unwrap();
+    let domain = Domain::maven10();
     let mut gold_events = 0;
     let mut predicted = 0;
     for row in &rows {

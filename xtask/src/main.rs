@@ -1,5 +1,5 @@
-//! Project automation: `cargo xtask reproduce`, `bench`, `slurm`, `merge`.
+//! `cargo xtask`: see the library documentation and `cargo xtask --help`.
 
-fn main() {
-    eprintln!("xtask: no command yet");
+fn main() -> std::process::ExitCode {
+    xtask::cli::main()
 }

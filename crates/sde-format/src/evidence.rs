@@ -114,7 +114,9 @@ pub fn aspect_clause<'a>(text: &'a str, aspect: &AspectDef) -> &'a str {
 /// [`MAX_EVIDENCE_CHARS`].
 pub fn tidy(text: &str) -> String {
     let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let trimmed = collapsed.trim_end_matches(|c: char| is_hard_break(c) || is_soft_break(c));
+    let trimmed = collapsed
+        .trim_end_matches(|c: char| is_hard_break(c) || is_soft_break(c) || c.is_whitespace())
+        .trim_start();
     if trimmed.chars().count() <= MAX_EVIDENCE_CHARS {
         trimmed.to_string()
     } else {

@@ -49,7 +49,7 @@ fn masa(design: &Design, grammar: &Grammar, text: &str) -> String {
                     "请仔细阅读{place}的评论，并关注以下方面：{list}。针对每个方面判断评论表达的情感，"
                 ),
                 2 => format!(
-                    "这是一个多方面情感分析任务。请分析{place}这段评论对以下方面的情感：{list}，"
+                    "这是一个多方面情感分析任务。请分析{place}这段评论对以下方面的情感：{list}。"
                 ),
                 _ => format!(
                     "阅读{place}这段评论，观察以下这些方面：{list}。请根据评论对这些方面进行情感分析，"

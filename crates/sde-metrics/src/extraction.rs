@@ -398,6 +398,14 @@ mod tests {
     }
 
     #[test]
+    fn soft_ner_trims_predictions_but_not_gold() {
+        // The study trims the predicted name only; an untrimmed gold name then never matches.
+        let sample = s(vec![m("protein", " il-2")], vec![m("protein", " il-2")]);
+        assert_eq!(strict_counts(&sample).tp, 1);
+        assert_eq!(soft_counts(&sample, SoftRule::Ner).tp, 0);
+    }
+
+    #[test]
     fn soft_ner_type_still_matters() {
         let sample = s(vec![m("protein", "il-2")], vec![m("dna", "il-2 protein")]);
         assert_eq!(soft_counts(&sample, SoftRule::Ner).tp, 0);

@@ -143,25 +143,24 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return Err(bad("hidden_size, vocab_size and num_attention_heads must be positive".into()));
         }
-        if self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+        if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
                 self.kv_heads()
             )));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(bad(format!("head_dim {} must be even for RoPE", self.head_dim())));
         }
-        if let Some(s) = &self.rope_scaling {
-            if !matches!(s.rope_type.as_str(), "linear" | "llama3" | "default") {
+        if let Some(s) = &self.rope_scaling
+            && !matches!(s.rope_type.as_str(), "linear" | "llama3" | "default") {
                 return Err(EngineError::Unsupported {
                     source_name: source_name.into(),
                     what: "rope scaling".into(),
                     name: s.rope_type.clone(),
                 });
             }
-        }
         Ok(())
     }
 

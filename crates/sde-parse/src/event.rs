@@ -4,7 +4,7 @@ use sde_data::Domain;
 use sde_format::{Design, LabelForm, Layout, Unmentioned};
 
 use crate::json::{self, Dialect, Value};
-use crate::listing::{self, EVENT};
+use crate::listing;
 use crate::outcome::Outcome;
 use crate::types::{EventMention, Issue, Labels, Mode, Parsed, StudyError};
 
@@ -13,7 +13,7 @@ pub(crate) fn parse(text: &str, design: &Design, domain: &Domain, mode: Mode) ->
         return study(text, design, domain);
     }
     let mut out = Outcome::default();
-    let pairs = listing::read(text, design, domain, &EVENT, mode, &mut out);
+    let pairs = listing::read(text, design, domain, mode, &mut out);
     let events = pairs
         .into_iter()
         .map(|p| EventMention {
@@ -105,7 +105,7 @@ fn study(text: &str, design: &Design, domain: &Domain) -> Parsed {
                             }
                         }
                     }
-                    _ => out.issues.push(Issue::BadItem {
+                    _ => out.extra(Issue::BadItem {
                         line: i + 1,
                         text: frag.to_string(),
                     }),
@@ -138,7 +138,7 @@ fn study(text: &str, design: &Design, domain: &Domain) -> Parsed {
                     v.get("event_type").and_then(Value::as_text),
                     v.get("trigger word"),
                 ) else {
-                    out.issues.push(Issue::BadItem {
+                    out.extra(Issue::BadItem {
                         line: i + 1,
                         text: line.to_string(),
                     });

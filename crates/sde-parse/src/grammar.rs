@@ -1,11 +1,11 @@
 //! The surface strings of each design's output grammar.
 //!
-//! These mirror what `sde-format` renders (digest §2): separators, label words, the PU
-//! placeholder and JSON key names. They live in one place so that the parser reads every
-//! literal from here.
+//! Separators, label words and JSON keys come from `sde_format::Grammar`; this module adds
+//! what only the parser needs: the study's soft aspect keys and sentiment synonyms
+//! (digest §7.1) and their English analogues.
 
-use sde_data::{AspectDef, Sentiment};
-use sde_format::{Design, LabelForm, Language};
+use sde_data::{AspectDef, Domain, Sentiment};
+use sde_format::{Design, Grammar, LabelForm, Language};
 
 /// MASA output vocabulary of one language.
 #[derive(Debug, Clone, Copy)]
@@ -26,31 +26,22 @@ pub(crate) struct MasaVocab {
     pub(crate) language: Language,
 }
 
-pub(crate) const MASA_ZH: MasaVocab = MasaVocab {
-    kv_sep: "：",
-    item_sep: "，",
-    terminator: "。",
-    json_aspect: "方面",
-    json_sentiment: "情感",
-    json_evidence: "描述",
-    language: Language::Zh,
-};
-
-pub(crate) const MASA_EN: MasaVocab = MasaVocab {
-    kv_sep: ": ",
-    item_sep: ", ",
-    terminator: ".",
-    json_aspect: "aspect",
-    json_sentiment: "sentiment",
-    json_evidence: "description",
-    language: Language::En,
-};
-
 impl MasaVocab {
+    /// The vocabulary `sde-format` renders for `design`.
     pub(crate) fn of(design: &Design) -> MasaVocab {
-        match design.language {
-            Language::Zh => MASA_ZH,
-            Language::En => MASA_EN,
+        let empty = Domain {
+            name: String::new(),
+            aspects: Vec::new(),
+        };
+        let g = Grammar::new(design, &empty);
+        MasaVocab {
+            kv_sep: g.key_value_sep,
+            item_sep: g.item_sep,
+            terminator: g.terminator,
+            json_aspect: g.json.target,
+            json_sentiment: g.json.value,
+            json_evidence: g.json.evidence,
+            language: design.language,
         }
     }
 

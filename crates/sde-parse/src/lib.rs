@@ -21,6 +21,7 @@
 mod align;
 mod event;
 mod grammar;
+mod items;
 mod json;
 mod listing;
 mod masa;

@@ -3,29 +3,21 @@
 //! strictly or leniently.
 
 use sde_data::Domain;
-use sde_format::{Design, LabelForm, Layout, Unmentioned};
+use sde_format::{Design, Grammar, LabelForm, Layout, Quote, Unmentioned};
+
+use crate::items::{self, ItemValue};
 
 use crate::json::{self, Dialect, Value};
 use crate::normalize::{clean_token, strip_code_fence, strip_list_marker};
 use crate::outcome::Outcome;
 use crate::types::{Issue, Mode, Repair};
 
-/// The surface strings of one task's list grammar.
+/// What the lenient reader needs of a design's list grammar (from `sde_format::Grammar`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ListVocab {
-    /// Tuple layout: `["type", "name"]` with (`, `) or without (`,`) a space.
-    pub(crate) tuple_sep: &'static str,
-    /// Tuple layout: the whole output when there are no items.
-    pub(crate) tuple_empty: &'static str,
-    /// Group layouts: between type and names.
-    pub(crate) kv_sep: &'static str,
-    /// Natural layout: between groups.
-    pub(crate) group_sep: &'static str,
-    /// Group layouts: types are Python-quoted (`'DNA'`) and names form a Python list body
-    /// (`'a', 'b'`), as the study's NER targets; otherwise both are bare and names are
-    /// joined by `, ` (the study's event targets).
+    /// Names are Python-quoted (`'a', 'b'`, the study's NER targets); otherwise bare.
     pub(crate) python_quoted: bool,
-    /// PU placeholder for a type without items, as written after `kv_sep`.
+    /// PU placeholder for a type without items, as written after the separator.
     pub(crate) placeholder: &'static str,
     /// JSON key of the type.
     pub(crate) json_type: &'static str,
@@ -33,29 +25,17 @@ pub(crate) struct ListVocab {
     pub(crate) json_names: &'static str,
 }
 
-/// GENIA (digest §2.2): default / weak1 / good1 / good2.
-pub(crate) const NER: ListVocab = ListVocab {
-    tuple_sep: ",",
-    tuple_empty: "",
-    kv_sep: ": ",
-    group_sep: "; ",
-    python_quoted: true,
-    placeholder: "''",
-    json_type: "entity_type",
-    json_names: "entity_names",
-};
-
-/// MAVEN (digest §2.3): heuristic / lines / ou / numerical / json.
-pub(crate) const EVENT: ListVocab = ListVocab {
-    tuple_sep: ", ",
-    tuple_empty: "[]",
-    kv_sep: ": ",
-    group_sep: "; ",
-    python_quoted: false,
-    placeholder: "NONE",
-    json_type: "event_type",
-    json_names: "trigger word",
-};
+impl ListVocab {
+    fn of(design: &Design, domain: &Domain) -> ListVocab {
+        let g = Grammar::new(design, domain);
+        ListVocab {
+            python_quoted: g.name_quote == Quote::Python,
+            placeholder: g.placeholder,
+            json_type: g.json.target,
+            json_names: g.json.value,
+        }
+    }
+}
 
 /// One `(type, text)` pair as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,13 +49,13 @@ pub(crate) fn read(
     text: &str,
     design: &Design,
     domain: &Domain,
-    vocab: &ListVocab,
     mode: Mode,
     out: &mut Outcome,
 ) -> Vec<Pair> {
+    let vocab = &ListVocab::of(design, domain);
     let strict_pairs = {
         let mut strict_out = Outcome::default();
-        let pairs = strict(text, design, domain, vocab, &mut strict_out);
+        let pairs = strict(text, design, domain, &mut strict_out);
         if mode == Mode::Strict || strict_out.is_clean() || text.trim().is_empty() {
             *out = strict_out;
             return dedup(pairs, out);
@@ -102,285 +82,72 @@ fn dedup(pairs: Vec<Pair>, out: &mut Outcome) -> Vec<Pair> {
     seen
 }
 
-/// Which of the three shapes a design renders.
-fn shape(design: &Design) -> Layout {
-    design.layout
-}
-
 fn type_index(kind: &str, domain: &Domain) -> Option<usize> {
     domain.aspects.iter().position(|a| a.key == kind)
-}
-
-/// The type a strict token names: a domain type, or an index for numeric designs.
-fn strict_type(token: &str, design: &Design, domain: &Domain) -> Option<String> {
-    if design.labels == LabelForm::Numeric {
-        let i: usize = token.parse().ok()?;
-        if i.to_string() != token {
-            return None;
-        }
-        return domain.aspects.get(i).map(|a| a.key.clone());
-    }
-    type_index(token, domain).map(|i| domain.aspects[i].key.clone())
 }
 
 // ---------------------------------------------------------------------------------------
 // Strict
 
-fn strict(
-    text: &str,
-    design: &Design,
-    domain: &Domain,
-    vocab: &ListVocab,
-    out: &mut Outcome,
-) -> Vec<Pair> {
+fn strict(text: &str, design: &Design, domain: &Domain, out: &mut Outcome) -> Vec<Pair> {
+    let grammar = Grammar::new(design, domain);
     let body = text.trim();
+    let read = items::read_exact(body, &grammar);
     let mut pairs = Vec::new();
+    let mut seen_types: Vec<String> = Vec::new();
     out.usable = true;
-    match shape(design) {
-        Layout::Tuples => {
-            if body == vocab.tuple_empty || body.is_empty() {
-                return pairs;
-            }
-            let lines: Vec<&str> = body.split('\n').collect();
-            for (i, line) in lines.iter().enumerate() {
-                match strict_tuple(line, vocab) {
-                    Some((kind, name)) => {
-                        if type_index(&kind, domain).is_none() {
-                            out.extra(Issue::UndefinedType { kind: kind.clone() });
-                        }
-                        pairs.push(Pair { kind, text: name });
-                    }
-                    None => {
-                        if i + 1 == lines.len() && is_cut_literal(line) {
-                            out.truncated = true;
-                        }
-                        out.extra(Issue::BadItem {
-                            line: i + 1,
-                            text: line.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        Layout::Json => {
-            let lines: Vec<&str> = if body.is_empty() {
-                Vec::new()
-            } else {
-                body.split('\n').collect()
-            };
-            let mut seen_types = Vec::new();
-            for (i, line) in lines.iter().enumerate() {
-                let record = json::parse_whole(line, Dialect::Json)
-                    .and_then(|(v, _)| json_record(&v, vocab));
-                match record {
-                    Some((kind, names)) => group(
-                        &kind,
-                        names,
-                        design,
-                        domain,
-                        &mut seen_types,
-                        &mut pairs,
-                        out,
-                    ),
-                    None => {
-                        if i + 1 == lines.len() && is_cut_literal(line) {
-                            out.truncated = true;
-                        }
-                        out.extra(Issue::BadItem {
-                            line: i + 1,
-                            text: line.to_string(),
-                        });
-                    }
-                }
-            }
-            missing_types(design, domain, &seen_types, out);
-        }
-        Layout::Natural | Layout::Lines => {
-            let sep = if design.layout == Layout::Lines {
-                "\n"
-            } else {
-                vocab.group_sep
-            };
-            let groups: Vec<&str> = if body.is_empty() {
-                Vec::new()
-            } else {
-                body.split(sep).collect()
-            };
-            let mut seen_types = Vec::new();
-            for (i, g) in groups.iter().enumerate() {
-                let parsed = g.split_once(vocab.kv_sep).and_then(|(t, names)| {
-                    Some((strict_group_type(t, vocab)?, strict_names(names, vocab)?))
+    for item in read.items {
+        let ItemValue::Names(names) = item.value else {
+            continue;
+        };
+        let kind = match grammar.target_key(&item.key) {
+            Some(k) => k.to_string(),
+            None => {
+                out.extra(Issue::UndefinedType {
+                    kind: item.key.clone(),
                 });
-                match parsed {
-                    Some((t, names)) => match strict_type(&t, design, domain) {
-                        Some(kind) => group(
-                            &kind,
-                            names,
-                            design,
-                            domain,
-                            &mut seen_types,
-                            &mut pairs,
-                            out,
-                        ),
-                        None => {
-                            out.extra(Issue::UndefinedType { kind: t.clone() });
-                            for n in names {
-                                pairs.push(Pair {
-                                    kind: t.clone(),
-                                    text: n,
-                                });
-                            }
-                        }
-                    },
-                    None => {
-                        if i + 1 == groups.len() && group_cut(g, vocab) {
-                            out.truncated = true;
-                        }
-                        out.extra(Issue::BadItem {
-                            line: i + 1,
-                            text: g.to_string(),
-                        });
-                    }
-                }
+                item.key.clone()
             }
-            missing_types(design, domain, &seen_types, out);
+        };
+        let tuples = design.layout == Layout::Tuples;
+        if type_index(&kind, domain).is_some() {
+            if seen_types.contains(&kind) && !tuples {
+                out.extra(Issue::DuplicateKey { key: kind.clone() });
+            } else if !seen_types.contains(&kind) {
+                seen_types.push(kind.clone());
+            }
+        }
+        if names.is_empty() && design.unmentioned == Unmentioned::Omit {
+            // OU writes only types with items.
+            out.extra(Issue::BadItem {
+                line: item.line,
+                text: format!("{} without names", item.key),
+            });
+        }
+        for n in names {
+            pairs.push(Pair {
+                kind: kind.clone(),
+                text: n,
+            });
         }
     }
-    pairs
-}
-
-fn group(
-    kind: &str,
-    names: Vec<String>,
-    design: &Design,
-    domain: &Domain,
-    seen_types: &mut Vec<String>,
-    pairs: &mut Vec<Pair>,
-    out: &mut Outcome,
-) {
-    let _ = design;
-    if type_index(kind, domain).is_none() {
-        out.extra(Issue::UndefinedType {
-            kind: kind.to_string(),
-        });
-    } else if seen_types.iter().any(|t| t == kind) {
-        out.extra(Issue::DuplicateKey {
-            key: kind.to_string(),
-        });
-    } else {
-        seen_types.push(kind.to_string());
-    }
-    if names.is_empty() && design.unmentioned == Unmentioned::Omit {
-        // OU writes only types with items.
+    for (i, bad) in read.bad.iter().enumerate() {
+        if i + 1 == read.bad.len() && bad.cut {
+            out.truncated = true;
+        }
         out.extra(Issue::BadItem {
-            line: 0,
-            text: format!("{kind} without items"),
+            line: bad.line,
+            text: bad.text.clone(),
         });
     }
-    for n in names {
-        pairs.push(Pair {
-            kind: kind.to_string(),
-            text: n,
-        });
-    }
-}
-
-fn missing_types(design: &Design, domain: &Domain, seen: &[String], out: &mut Outcome) {
-    if design.unmentioned == Unmentioned::Placeholder {
+    if design.unmentioned == Unmentioned::Placeholder && !body.is_empty() {
         for a in &domain.aspects {
-            if !seen.contains(&a.key) {
+            if !seen_types.contains(&a.key) {
                 out.missing(&a.key);
             }
         }
     }
-}
-
-/// `["type","name"]` exactly (JSON strings, the design's separator).
-fn strict_tuple(line: &str, vocab: &ListVocab) -> Option<(String, String)> {
-    let (value, _) = json::parse_whole(line, Dialect::Json)?;
-    let Value::Array(items) = value else {
-        return None;
-    };
-    let [Value::Str(kind), Value::Str(name)] = items.as_slice() else {
-        return None;
-    };
-    let rendered = format!(
-        "[{}{}{}]",
-        serde_json::to_string(kind).ok()?,
-        vocab.tuple_sep,
-        serde_json::to_string(name).ok()?
-    );
-    (rendered == line).then(|| (kind.clone(), name.clone()))
-}
-
-fn strict_group_type(t: &str, vocab: &ListVocab) -> Option<String> {
-    if vocab.python_quoted {
-        let inner = t.strip_prefix('\'')?.strip_suffix('\'')?;
-        (!inner.contains('\'')).then(|| inner.to_string())
-    } else {
-        (!t.is_empty() && t.trim() == t).then(|| t.to_string())
-    }
-}
-
-/// The names after `type: `: a Python list body (NER) or `a, b` (events); the placeholder
-/// means none.
-fn strict_names(names: &str, vocab: &ListVocab) -> Option<Vec<String>> {
-    if names == vocab.placeholder {
-        return Some(Vec::new());
-    }
-    if vocab.python_quoted {
-        let (value, _) = json::parse_whole(&format!("[{names}]"), Dialect::Python)?;
-        let Value::Array(items) = value else {
-            return None;
-        };
-        items
-            .into_iter()
-            .map(|v| match v {
-                Value::Str(s) if !s.is_empty() => Some(s),
-                _ => None,
-            })
-            .collect()
-    } else {
-        let list: Vec<String> = names.split(", ").map(str::to_string).collect();
-        list.iter()
-            .all(|n| !n.is_empty() && n.trim() == n)
-            .then_some(list)
-    }
-}
-
-/// `{"entity_type": "DNA", "entity_names": [...]}` (names may also be one comma-joined
-/// string, as the study's event evaluator accepts).
-fn json_record(v: &Value, vocab: &ListVocab) -> Option<(String, Vec<String>)> {
-    let kind = v.get(vocab.json_type)?.as_text()?;
-    let names = match v.get(vocab.json_names)? {
-        Value::Array(items) => items
-            .iter()
-            .map(Value::as_text)
-            .collect::<Option<Vec<_>>>()?,
-        Value::Str(s) if s.is_empty() => Vec::new(),
-        Value::Str(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
-        _ => return None,
-    };
-    Some((kind, names))
-}
-
-/// Whether a line is a literal cut off before its end.
-fn is_cut_literal(line: &str) -> bool {
-    let t = line.trim_start();
-    (t.starts_with('[') || t.starts_with('{'))
-        && json::parse_whole(t, Dialect::Lenient).is_some_and(|(_, r)| r.unclosed)
-}
-
-fn group_cut(g: &str, vocab: &ListVocab) -> bool {
-    match g.split_once(vocab.kv_sep.trim()) {
-        None => true,
-        Some((_, names)) => {
-            let names = names.trim();
-            names.is_empty()
-                || vocab.python_quoted && names.matches(['\'', '"']).count() % 2 == 1
-                || vocab.placeholder.starts_with(names) && names != vocab.placeholder
-        }
-    }
+    pairs
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,7 +178,7 @@ fn lenient(
         let is_last = i + 1 == n;
         if line.starts_with('[') || line.starts_with('(') || line.starts_with('{') {
             if literal_line(line, vocab, design, &mut raw, out) {
-                if is_last && is_cut_literal(line) {
+                if is_last && items::literal_cut(line) {
                     out.truncated = true;
                 }
                 continue;

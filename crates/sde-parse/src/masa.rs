@@ -3,12 +3,13 @@
 use sde_data::{Domain, Sentiment};
 use sde_format::{Design, LabelForm, Language, Layout, Reasoning, Unmentioned};
 
-use crate::grammar::{self, MASA_EN, MASA_ZH, MasaVocab};
+use crate::grammar::{self, MasaVocab};
+use crate::items::{self, ItemValue};
 use crate::json::{self, Dialect, Value};
 use crate::normalize::{clean_token, strip_code_fence, strip_list_marker};
 use crate::outcome::Outcome;
 use crate::study_masa;
-use crate::types::{Issue, Labels, Mode, Parsed, Repair};
+use crate::types::{Issue, Labels, Mode, Parsed, Repair, StudyError};
 
 /// One `key → value` pair as written, before resolution.
 #[derive(Debug)]
@@ -25,14 +26,14 @@ pub(crate) fn parse(text: &str, design: &Design, domain: &Domain, mode: Mode) ->
             let (labels, _, error) = study_masa::parse(text, design, domain);
             let mut out = Outcome::default();
             out.usable = labels.iter().any(|s| *s != Sentiment::Unmentioned) || error.is_none();
-            if let Some(e) = error {
-                out.issues.push(Issue::BadItem {
+            match error {
+                None | Some(StudyError::EmptyOutput) => {}
+                Some(e) => out.extra(Issue::BadItem {
                     line: 0,
-                    text: format!("{e:?}"),
-                });
-                out.counts.extra += 1;
+                    text: format!("study {}", study_error_name(e)),
+                }),
             }
-            let empty_ok = design.unmentioned == Unmentioned::Omit;
+            let empty_ok = design.unmentioned == Unmentioned::Omit && error.is_none();
             out.finish(text, Labels::Masa(labels), empty_ok, error)
         }
         Mode::Strict => strict(text, design, domain),
@@ -56,117 +57,50 @@ fn empty_ok(design: &Design) -> bool {
 
 fn strict(text: &str, design: &Design, domain: &Domain) -> Parsed {
     let vocab = MasaVocab::of(design);
+    let grammar = sde_format::Grammar::new(design, domain);
     let mut out = Outcome::default();
     let body = text.trim();
-    let mut items = Vec::new();
-    // The last fragment is visibly cut off.
+    let read = items::read_exact(body, &grammar);
+    let mut raw = Vec::new();
+    for item in read.items {
+        let ItemValue::Word(value) = item.value else {
+            continue;
+        };
+        raw.push(RawItem {
+            key: item.key,
+            value,
+            line: item.line,
+        });
+    }
     let mut cut = false;
-    let mut terminated = true;
-    if design.layout == Layout::Json {
-        let lines: Vec<&str> = if body.is_empty() {
-            Vec::new()
-        } else {
-            body.split('\n').collect()
-        };
-        for (i, line) in lines.iter().enumerate() {
-            match json_item(line, &vocab, Dialect::Json) {
-                Some(item) => items.push(RawItem {
-                    line: i + 1,
-                    ..item
-                }),
-                None => {
-                    cut = i + 1 == lines.len() && json_cut(line);
-                    out.extra(Issue::BadItem {
-                        line: i + 1,
-                        text: line.to_string(),
-                    });
-                }
-            }
+    for (i, bad) in read.bad.iter().enumerate() {
+        if i + 1 == read.bad.len() && bad.cut {
+            cut = true;
         }
-    } else {
-        let pieces = match design.layout {
-            Layout::Natural => match body.strip_suffix(vocab.terminator) {
-                Some(b) => split_pieces(b, vocab.item_sep),
-                None => {
-                    terminated = body.is_empty();
-                    split_pieces(body, vocab.item_sep)
-                }
-            },
-            _ => split_pieces(body, "\n"),
-        };
-        let n = pieces.len();
-        for (k, (line, piece)) in pieces.into_iter().enumerate() {
-            match piece.split_once(vocab.kv_sep) {
-                Some((key, value)) => {
-                    if k + 1 == n {
-                        cut = value.is_empty() || is_label_prefix(value, design, &vocab);
-                    }
-                    items.push(RawItem {
-                        key: key.to_string(),
-                        value: value.to_string(),
-                        line,
-                    });
-                }
-                None => {
-                    if k + 1 == n {
-                        cut = piece.is_empty()
-                            || domain
-                                .aspects
-                                .iter()
-                                .any(|a| vocab.aspect_name(a).starts_with(piece));
-                    }
-                    out.extra(Issue::BadItem {
-                        line,
-                        text: piece.to_string(),
-                    });
-                }
-            }
+        out.extra(Issue::BadItem {
+            line: bad.line,
+            text: bad.text.clone(),
+        });
+    }
+    // The last value may be a proper prefix of a label.
+    let last_is_bad = read.bad.last().is_some_and(|b| b.cut);
+    if !last_is_bad && (read.unterminated || design.layout != Layout::Natural) {
+        if let Some(last) = raw.last() {
+            cut |= last.value.is_empty() || is_label_prefix(&last.value, design, &vocab);
         }
     }
-    let labels = resolve(&items, design, domain, &vocab, false, &mut out);
-    out.truncated = cut && !terminated
-        || cut && design.layout != Layout::Natural
-        || !terminated && design.unmentioned == Unmentioned::Placeholder && out.counts.missing > 0;
+    let labels = resolve(&raw, design, domain, &vocab, false, &mut out);
+    out.truncated = cut && (read.unterminated || design.layout != Layout::Natural)
+        || read.unterminated
+            && design.unmentioned == Unmentioned::Placeholder
+            && out.counts.missing > 0;
+    if read.unterminated && !out.truncated && !body.is_empty() {
+        out.extra(Issue::BadItem {
+            line: body.lines().count(),
+            text: "missing terminator".to_string(),
+        });
+    }
     out.finish(text, Labels::Masa(labels), empty_ok(design), None)
-}
-
-/// Whether a JSON line is a record cut off before its end.
-fn json_cut(line: &str) -> bool {
-    line.trim_start().starts_with('{')
-        && json::parse_whole(line, Dialect::Lenient).is_some_and(|(_, r)| r.unclosed)
-}
-
-/// Splits on `sep`, keeping each piece's 1-based line.
-fn split_pieces<'a>(body: &'a str, sep: &str) -> Vec<(usize, &'a str)> {
-    if body.is_empty() {
-        return Vec::new();
-    }
-    let mut line = 1;
-    body.split(sep)
-        .map(|p| {
-            let this = line;
-            line += p.matches('\n').count() + usize::from(sep == "\n");
-            (this, p)
-        })
-        .collect()
-}
-
-fn json_item(line: &str, vocab: &MasaVocab, dialect: Dialect) -> Option<RawItem> {
-    let (value, _) = json::parse_whole(line, dialect)?;
-    let Value::Object(entries) = &value else {
-        return None;
-    };
-    let aspect = value.get(vocab.json_aspect)?.as_text()?;
-    let sentiment = value.get(vocab.json_sentiment)?.as_text()?;
-    let known = [vocab.json_aspect, vocab.json_sentiment, vocab.json_evidence];
-    if entries.iter().any(|(k, _)| !known.contains(&k.as_str())) {
-        return None;
-    }
-    Some(RawItem {
-        key: aspect,
-        value: sentiment,
-        line: 0,
-    })
 }
 
 /// Resolves keys and values into one label per aspect. `relaxed`: the lenient rules.
@@ -299,16 +233,17 @@ fn resolve_value(
         return None;
     }
     let other_forms = [
-        (MASA_ZH, LabelForm::Text),
-        (MASA_EN, LabelForm::Text),
-        (*vocab, LabelForm::Numeric),
+        (Language::Zh, LabelForm::Text),
+        (Language::En, LabelForm::Text),
+        (design.language, LabelForm::Numeric),
     ];
-    for (v, form) in other_forms {
+    for (language, labels) in other_forms {
         let d = Design {
-            labels: form,
+            labels,
+            language,
             ..*design
         };
-        if let Some(s) = v.exact_label(&d, value) {
+        if let Some(s) = MasaVocab::of(&d).exact_label(&d, value) {
             out.repair(Repair::LabelRelaxed);
             return Some(s);
         }
@@ -625,4 +560,14 @@ fn items_in(line: &str) -> usize {
     line.split(ITEM_SEPS)
         .filter(|p| KV_SEPS.iter().any(|s| p.contains(s)))
         .count()
+}
+
+fn study_error_name(e: StudyError) -> &'static str {
+    match e {
+        StudyError::EmptyOutput => "empty_output",
+        StudyError::SplitError => "split_error",
+        StudyError::EvalError => "eval_error",
+        StudyError::TriggerFormat => "trigger format error",
+        StudyError::UndefinedType => "undefined type",
+    }
 }

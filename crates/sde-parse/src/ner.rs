@@ -4,7 +4,7 @@ use sde_data::Domain;
 use sde_format::{Design, Layout, Unmentioned};
 
 use crate::json::{self, Dialect, Value};
-use crate::listing::{self, NER};
+use crate::listing;
 use crate::outcome::Outcome;
 use crate::types::{EntityMention, Issue, Labels, Mode, Parsed, StudyError};
 
@@ -13,7 +13,7 @@ pub(crate) fn parse(text: &str, design: &Design, domain: &Domain, mode: Mode) ->
         return study(text, design, domain);
     }
     let mut out = Outcome::default();
-    let pairs = listing::read(text, design, domain, &NER, mode, &mut out);
+    let pairs = listing::read(text, design, domain, mode, &mut out);
     let entities = pairs
         .into_iter()
         .map(|p| EntityMention {

@@ -1,0 +1,378 @@
+//! `parse(render(labels)) == labels` with status clean, for every preset and every axis
+//! combination of every task and language; and no panic on cut or corrupted outputs.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use sde_data::{
+    AspectLabel, Domain, Entity, Event, EventRecord, MasaRecord, NerRecord, Record, Sentiment,
+    Span, TaskKind,
+};
+use sde_format::{
+    Design, LabelForm, Language, Layout, LossOn, Placement, Reasoning, Unmentioned, render,
+};
+use sde_parse::{Labels, Mode, Parsed, Status, parse};
+
+const TASKS: [TaskKind; 3] = [TaskKind::Masa, TaskKind::Ner, TaskKind::Event];
+const LANGUAGES: [Language; 2] = [Language::Zh, Language::En];
+
+/// Every axis combination (placement and loss scope included) plus every preset.
+fn all_designs() -> Vec<Design> {
+    let mut out = Vec::new();
+    for task in TASKS {
+        for language in LANGUAGES {
+            for preset in Design::presets(task, language) {
+                out.push(preset.design);
+            }
+            for placement in [Placement::InstFirst, Placement::InstLast, Placement::NoInst] {
+                for loss_on in [LossOn::Completion, LossOn::PromptAndCompletion] {
+                    for layout in [Layout::Natural, Layout::Lines, Layout::Json, Layout::Tuples] {
+                        for unmentioned in [Unmentioned::Placeholder, Unmentioned::Omit] {
+                            for labels in [LabelForm::Text, LabelForm::Numeric] {
+                                for reasoning in
+                                    [Reasoning::None, Reasoning::Cot, Reasoning::ReverseCot]
+                                {
+                                    out.push(Design {
+                                        placement,
+                                        loss_on,
+                                        layout,
+                                        unmentioned,
+                                        labels,
+                                        reasoning,
+                                        ..Design::baseline(task, language)
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn domain_for(task: TaskKind, which: usize) -> Domain {
+    match task {
+        TaskKind::Masa => match which % 3 {
+            0 => Domain::study_d1(),
+            1 => Domain::study_d2(),
+            _ => Domain::study_all(),
+        },
+        TaskKind::Ner => Domain::genia(),
+        TaskKind::Event => Domain::maven10(),
+    }
+}
+
+/// Words for review texts and NER sentences: separators, quotes and brackets included.
+const TEXT_WORDS: &[&str] = &[
+    "菜",
+    "很好吃",
+    "服务",
+    "一般",
+    "，",
+    "：",
+    "。",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    "None",
+    "IL-2",
+    "gene",
+    "NF-kappa",
+    "B",
+    "cells",
+    ",",
+    ";",
+    ":",
+    "(",
+    ")",
+    "T",
+    "receptor",
+    "'s",
+    "x'y\"z",
+    "\\",
+    "food",
+    "price",
+    "停车",
+    "价格",
+    "-",
+    "NONE",
+    "''",
+];
+
+/// Words that can be event triggers: no separator of any event grammar inside.
+const TRIGGER_WORDS: &[&str] = &[
+    "attack",
+    "flew",
+    "came",
+    "meant",
+    "battle",
+    "storm",
+    "killed",
+    "led",
+    "won",
+    "war",
+    "地震",
+    "袭击",
+    "O'Neil",
+    "self-defence",
+    "x\"y",
+    "[raid]",
+    "{a}",
+];
+
+fn sentiment() -> impl Strategy<Value = Sentiment> {
+    prop::sample::select(Sentiment::ALL.to_vec())
+}
+
+fn text_of(words: &[usize], vocab: &[&str]) -> Vec<String> {
+    words
+        .iter()
+        .map(|&i| vocab[i % vocab.len()].to_string())
+        .collect()
+}
+
+/// A record of the design's task with random labels, and the labels a parse must give back.
+fn record(design: Design) -> impl Strategy<Value = (Design, Domain, Record, Labels)> {
+    let task = design.task;
+    (
+        0usize..3,
+        prop::collection::vec(0usize..1000, 1..25),
+        prop::collection::vec(sentiment(), 11),
+        prop::collection::vec((0usize..30, 1usize..4, 0usize..10), 0..8),
+    )
+        .prop_map(move |(which, words, sentiments, spans)| {
+            let domain = domain_for(task, which);
+            match task {
+                TaskKind::Masa => {
+                    let text = text_of(&words, TEXT_WORDS).concat();
+                    let labels: Vec<AspectLabel> = domain
+                        .aspects
+                        .iter()
+                        .zip(&sentiments)
+                        .filter(|(_, s)| **s != Sentiment::Unmentioned)
+                        .map(|(a, s)| AspectLabel {
+                            aspect: a.key.clone(),
+                            sentiment: *s,
+                            evidence: None,
+                        })
+                        .collect();
+                    let record = MasaRecord {
+                        id: "r".into(),
+                        text,
+                        labels,
+                    };
+                    let expected = domain.keys().map(|k| record.sentiment(k)).collect();
+                    (design, domain, Record::Masa(record), Labels::Masa(expected))
+                }
+                TaskKind::Ner => {
+                    let tokens = text_of(&words, TEXT_WORDS);
+                    let n = tokens.len();
+                    let mut entities: Vec<Entity> = spans
+                        .iter()
+                        .map(|&(start, len, kind)| {
+                            let start = start % n;
+                            let end = (start + len).min(n);
+                            Entity {
+                                kind: domain.aspects[kind % domain.len()].key.clone(),
+                                start_token: start,
+                                end_token: end,
+                                text: tokens[start..end].join(" "),
+                            }
+                        })
+                        .collect();
+                    entities.sort_by(|a, b| {
+                        (a.start_token, a.end_token, &a.kind).cmp(&(
+                            b.start_token,
+                            b.end_token,
+                            &b.kind,
+                        ))
+                    });
+                    let record = NerRecord {
+                        id: "r".into(),
+                        text: tokens.join(" "),
+                        tokens,
+                        entities,
+                    };
+                    let expected = Labels::Ner(Vec::new());
+                    (design, domain, Record::Ner(record), expected)
+                }
+                TaskKind::Event => {
+                    let words = text_of(&words, TRIGGER_WORDS);
+                    let text = words.join(" ");
+                    let mut offsets = Vec::new();
+                    let mut at = 0;
+                    for w in &words {
+                        offsets.push(at);
+                        at += w.len() + 1;
+                    }
+                    let mut events: Vec<Event> = spans
+                        .iter()
+                        .map(|&(start, _, kind)| {
+                            let i = start % words.len();
+                            Event {
+                                kind: domain.aspects[kind % domain.len()].key.clone(),
+                                trigger: words[i].clone(),
+                                span: Span {
+                                    start: offsets[i],
+                                    end: offsets[i] + words[i].len(),
+                                },
+                            }
+                        })
+                        .collect();
+                    events.sort_by_key(|e| e.span.start);
+                    let record = EventRecord {
+                        id: "r".into(),
+                        text,
+                        events,
+                    };
+                    (
+                        design,
+                        domain,
+                        Record::Event(record),
+                        Labels::Event(Vec::new()),
+                    )
+                }
+            }
+        })
+}
+
+/// `(type, text)` pairs as a set, for NER and events.
+fn pair_set(labels: &Labels) -> BTreeSet<(String, String)> {
+    match labels {
+        Labels::Masa(_) => BTreeSet::new(),
+        Labels::Ner(e) => e.iter().map(|e| (e.kind.clone(), e.name.clone())).collect(),
+        Labels::Event(e) => e
+            .iter()
+            .map(|e| (e.kind.clone(), e.trigger.clone()))
+            .collect(),
+    }
+}
+
+fn expected_pairs(record: &Record) -> BTreeSet<(String, String)> {
+    match record {
+        Record::Masa(_) => BTreeSet::new(),
+        Record::Ner(r) => r
+            .entities
+            .iter()
+            .map(|e| (e.kind.clone(), e.text.clone()))
+            .collect(),
+        Record::Event(r) => r
+            .events
+            .iter()
+            .map(|e| (e.kind.clone(), e.trigger.clone()))
+            .collect(),
+    }
+}
+
+fn check_round_trip(design: &Design, domain: &Domain, record: &Record, expected: &Labels) {
+    let Ok(sample) = render(record, design, domain) else {
+        return;
+    };
+    for mode in [Mode::Strict, Mode::Lenient] {
+        let parsed = parse(&sample.completion, design, domain, mode);
+        assert_eq!(
+            parsed.status,
+            Status::Clean,
+            "design {design} mode {mode:?}\ncompletion:\n{}\nissues: {:?}",
+            sample.completion,
+            parsed.issues
+        );
+        match expected {
+            Labels::Masa(_) => assert_eq!(&parsed.labels, expected, "design {design}"),
+            _ => {
+                assert_eq!(
+                    pair_set(&parsed.labels),
+                    expected_pairs(record),
+                    "design {design} mode {mode:?}\ncompletion:\n{}",
+                    sample.completion
+                );
+                let n = match &parsed.labels {
+                    Labels::Ner(e) => e.len(),
+                    Labels::Event(e) => e.len(),
+                    Labels::Masa(_) => 0,
+                };
+                assert_eq!(n, pair_set(&parsed.labels).len(), "duplicates kept");
+            }
+        }
+    }
+}
+
+fn check_well_formed(parsed: &Parsed, domain: &Domain) {
+    if let Labels::Masa(labels) = &parsed.labels {
+        assert_eq!(labels.len(), domain.len());
+    }
+    if parsed.status.is_clean() {
+        assert!(
+            parsed.issues.iter().all(|i| matches!(
+                i.kind(),
+                sde_parse::IssueKind::DuplicateItem | sde_parse::IssueKind::SpanNotInText
+            )),
+            "clean with issues: {:?}",
+            parsed.issues
+        );
+    }
+}
+
+fn design_strategy() -> impl Strategy<Value = Design> {
+    prop::sample::select(all_designs())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn render_then_parse_gives_the_labels_back(
+        (design, domain, record, expected) in design_strategy().prop_flat_map(record)
+    ) {
+        check_round_trip(&design, &domain, &record, &expected);
+    }
+
+    #[test]
+    fn cut_and_corrupted_outputs_get_a_status_and_never_panic(
+        (design, domain, record, _) in design_strategy().prop_flat_map(record),
+        cut in 0.0f64..1.0,
+        at in 0.0f64..1.0,
+        insert in "[\\PC\n，：。,:;\"'\\[\\]{}()（）`*-]{0,12}",
+    ) {
+        let Ok(sample) = render(&record, &design, &domain) else { return Ok(()) };
+        let completion = sample.completion;
+        let cut_at = floor_char_boundary(&completion, (completion.len() as f64 * cut) as usize);
+        let insert_at = floor_char_boundary(&completion, (completion.len() as f64 * at) as usize);
+        let mut corrupted = completion.clone();
+        corrupted.insert_str(insert_at, &insert);
+        for text in [&completion[..cut_at], corrupted.as_str()] {
+            for mode in [Mode::Strict, Mode::Lenient, Mode::Study] {
+                let parsed = parse(text, &design, &domain, mode);
+                check_well_formed(&parsed, &domain);
+                prop_assert!(true, "{design} {mode:?} {text:?}");
+            }
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Every design, deterministically, with one fixed record of each task.
+#[test]
+fn every_design_round_trips_a_fixed_record() {
+    let runner = &mut proptest::test_runner::TestRunner::deterministic();
+    for design in all_designs() {
+        for _ in 0..4 {
+            let tree = record(design).new_tree(runner).unwrap();
+            let (design, domain, record, expected) = tree.current();
+            check_round_trip(&design, &domain, &record, &expected);
+        }
+    }
+}

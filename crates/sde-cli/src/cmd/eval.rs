@@ -11,9 +11,10 @@ use clap::{Args, ValueEnum};
 use sde_data::{Domain, TaskKind};
 use sde_format::Design;
 use sde_metrics::{
-    BootstrapConfig, ExtractionScores, Interval, MasaSample, MasaScores, Mention, MentionSample,
-    SoftRule, bootstrap_ci, masa_accuracy, masa_confusions, masa_kappa, mention_counts, round_to,
-    score_extraction, score_masa, soft_f1, strict_f1,
+    BootstrapConfig, Confusion, ExtractionScores, Interval, MasaSample, MasaScores, MatchCounts,
+    Mention, MentionSample, PairedComparison, SoftRule, bootstrap_ci, masa_accuracy,
+    masa_confusions, masa_kappa, mention_counts, paired_bootstrap, round_to, score_extraction,
+    score_masa, soft_f1, strict_f1,
 };
 use sde_parse::{Labels, Mode, Parsed};
 use serde::Serialize;
@@ -48,6 +49,13 @@ pub(crate) struct EvalArgs {
     /// Seed of the bootstrap resampling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Another design's predictions on the same test samples (same order): adds its scores
+    /// and a paired bootstrap test of this design against it.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Design id of the `--against` predictions (default: `--design`).
+    #[arg(long, requires = "against")]
+    pub against_design: Option<String>,
 }
 
 /// Task selector of `sde eval`.
@@ -196,16 +204,44 @@ fn mentions(labels: Labels) -> Vec<Mention> {
     }
 }
 
-/// Everything `sde eval` writes.
+/// Per-sample data the bootstrap resamples.
+enum PerSample {
+    /// One confusion matrix per MASA sample.
+    Masa(Vec<Confusion>),
+    /// (strict, soft) match counts per NER or ED sentence.
+    Mentions(Vec<(MatchCounts, MatchCounts)>),
+}
+
+impl PerSample {
+    fn len(&self) -> usize {
+        match self {
+            PerSample::Masa(v) => v.len(),
+            PerSample::Mentions(v) => v.len(),
+        }
+    }
+
+    /// The statistics reported with intervals, by name: the study's headline score first.
+    fn statistics(&self) -> Vec<(&'static str, Box<dyn Fn(&[usize]) -> f64 + '_>)> {
+        match self {
+            PerSample::Masa(c) => vec![
+                ("kappa", Box::new(masa_kappa(c))),
+                ("accuracy", Box::new(masa_accuracy(c))),
+            ],
+            PerSample::Mentions(c) => vec![
+                ("soft_f1", Box::new(soft_f1(c))),
+                ("strict_f1", Box::new(strict_f1(c))),
+            ],
+        }
+    }
+}
+
+/// The scores of one predictions file.
 #[derive(Debug, Serialize)]
-struct Report {
+struct FileScores {
     input: String,
-    task: EvalTask,
     design: String,
-    domain: String,
-    mode: EvalMode,
     samples: usize,
-    /// Gold outputs that did not parse (dropped from MASA counts; see the sample ids).
+    /// Ids of samples whose gold output did not parse (dropped from MASA counts).
     gold_unparsed: Vec<String>,
     /// Prediction statuses by name.
     statuses: BTreeMap<&'static str, usize>,
@@ -215,62 +251,84 @@ struct Report {
     extraction: Option<ExtractionScores>,
     /// Bootstrap intervals by statistic name.
     intervals: BTreeMap<&'static str, Interval>,
-    bootstrap: Option<BootstrapConfig>,
+    #[serde(skip)]
+    ids: Vec<String>,
+    #[serde(skip)]
+    per_sample: Option<PerSample>,
 }
 
-/// Runs `sde eval`.
-pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let task = args.task;
-    let design = Design::parse_for(&args.design, task.kind(), None)
-        .with_context(|| format!("--design {}", args.design))?;
+/// Everything `sde eval` writes.
+#[derive(Debug, Serialize)]
+struct Report {
+    task: EvalTask,
+    domain: String,
+    mode: EvalMode,
+    bootstrap: Option<BootstrapConfig>,
+    #[serde(flatten)]
+    scores: FileScores,
+    /// With `--against`: the other design's scores and paired comparisons
+    /// (this design minus the other).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    against: Option<FileScores>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    paired: BTreeMap<&'static str, PairedComparison>,
+}
+
+impl std::fmt::Debug for PerSample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PerSample({} samples)", self.len())
+    }
+}
+
+fn parse_design(id: &str, task: EvalTask, flag: &str) -> anyhow::Result<Design> {
+    let design =
+        Design::parse_for(id, task.kind(), None).with_context(|| format!("{flag} {id}"))?;
     if design.task != task.kind() {
         bail!(
-            "--design {} is a {} design but --task is {:?}",
-            args.design,
+            "{flag} {id} is a {} design but --task is {}",
             sde_format::Segment::segment(design.task),
-            task
+            sde_format::Segment::segment(task.kind())
         );
     }
-    let domain = domain_for(task, args.domain.as_deref())?;
-    let rows = read_rows(&args.predictions)?;
-    let mode = args.mode;
-    let cfg = (args.bootstrap > 0).then_some(BootstrapConfig {
-        resamples: args.bootstrap,
-        confidence: 0.95,
-        seed: args.seed,
-    });
+    Ok(design)
+}
 
-    let mut report = Report {
-        input: args.predictions.display().to_string(),
-        task,
+/// Parses and scores one predictions file.
+fn score_file(
+    path: &Path,
+    task: EvalTask,
+    design: &Design,
+    domain: &Domain,
+    mode: EvalMode,
+) -> anyhow::Result<FileScores> {
+    let rows = read_rows(path)?;
+    let mut scores = FileScores {
+        input: path.display().to_string(),
         design: design.to_string(),
-        domain: domain.name.clone(),
-        mode,
         samples: rows.len(),
         gold_unparsed: Vec::new(),
         statuses: BTreeMap::new(),
         masa: None,
         extraction: None,
         intervals: BTreeMap::new(),
-        bootstrap: cfg,
+        ids: rows.iter().map(|r| r.id.clone()).collect(),
+        per_sample: None,
     };
-
     let parsed: Vec<Parsed> = rows
         .iter()
-        .map(|r| sde_parse::parse(&r.prediction, &design, &domain, mode.parser_mode()))
+        .map(|r| sde_parse::parse(&r.prediction, design, domain, mode.parser_mode()))
         .collect();
     for p in &parsed {
-        *report.statuses.entry(p.status.name()).or_default() += 1;
+        *scores.statuses.entry(p.status.name()).or_default() += 1;
     }
-
     match task {
         EvalTask::Masa => {
             let mut samples = Vec::with_capacity(rows.len());
             for (row, p) in rows.iter().zip(parsed) {
                 let gold = match mode {
-                    EvalMode::Study => sde_parse::study_masa_gold(&row.target, &design, &domain),
-                    _ => {
-                        let g = sde_parse::parse(&row.target, &design, &domain, gold_mode(mode));
+                    EvalMode::Study => sde_parse::study_masa_gold(&row.target, design, domain),
+                    EvalMode::Lenient | EvalMode::Strict => {
+                        let g = sde_parse::parse(&row.target, design, domain, gold_mode(mode));
                         match g.labels {
                             Labels::Masa(labels) if !g.status.is_format_error() => Some(labels),
                             _ => None,
@@ -278,7 +336,7 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
                     }
                 };
                 if gold.is_none() {
-                    report.gold_unparsed.push(row.id.clone());
+                    scores.gold_unparsed.push(row.id.clone());
                 }
                 let format_error = is_format_error(&p, mode);
                 let Labels::Masa(pred) = p.labels else {
@@ -291,26 +349,16 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
                 });
             }
             let keys: Vec<&str> = domain.keys().collect();
-            let scores = score_masa(&keys, &samples)?;
-            if let Some(cfg) = &cfg {
-                let confusions = masa_confusions(keys.len(), &samples)?;
-                let n = samples.len();
-                report
-                    .intervals
-                    .insert("kappa", bootstrap_ci(n, masa_kappa(&confusions), cfg)?);
-                report.intervals.insert(
-                    "accuracy",
-                    bootstrap_ci(n, masa_accuracy(&confusions), cfg)?,
-                );
-            }
-            report.masa = Some(scores);
+            scores.masa =
+                Some(score_masa(&keys, &samples).with_context(|| format!("{}", path.display()))?);
+            scores.per_sample = Some(PerSample::Masa(masa_confusions(keys.len(), &samples)?));
         }
         EvalTask::Ner | EvalTask::Event => {
             let mut samples = Vec::with_capacity(rows.len());
             for (row, p) in rows.iter().zip(parsed) {
-                let g = sde_parse::parse(&row.target, &design, &domain, gold_mode(mode));
+                let g = sde_parse::parse(&row.target, design, domain, gold_mode(mode));
                 if mode != EvalMode::Study && g.status.is_format_error() {
-                    report.gold_unparsed.push(row.id.clone());
+                    scores.gold_unparsed.push(row.id.clone());
                 }
                 samples.push(MentionSample {
                     format_error: is_format_error(&p, mode),
@@ -324,20 +372,98 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
                 SoftRule::Event
             };
             let types: Vec<&str> = domain.keys().collect();
-            let scores = score_extraction(&types, &samples, rule);
-            if let Some(cfg) = &cfg {
-                let counts = mention_counts(&samples, rule);
-                let n = samples.len();
-                report
-                    .intervals
-                    .insert("strict_f1", bootstrap_ci(n, strict_f1(&counts), cfg)?);
-                report
-                    .intervals
-                    .insert("soft_f1", bootstrap_ci(n, soft_f1(&counts), cfg)?);
-            }
-            report.extraction = Some(scores);
+            scores.extraction = Some(score_extraction(&types, &samples, rule));
+            scores.per_sample = Some(PerSample::Mentions(mention_counts(&samples, rule)));
         }
     }
+    Ok(scores)
+}
+
+fn add_intervals(scores: &mut FileScores, cfg: &BootstrapConfig) -> anyhow::Result<()> {
+    let Some(per_sample) = &scores.per_sample else {
+        return Ok(());
+    };
+    let n = per_sample.len();
+    for (name, stat) in per_sample.statistics() {
+        scores.intervals.insert(name, bootstrap_ci(n, stat, cfg)?);
+    }
+    Ok(())
+}
+
+/// Paired comparisons of `a` against `b` (same test samples, same order).
+fn paired(
+    a: &FileScores,
+    b: &FileScores,
+    cfg: &BootstrapConfig,
+) -> anyhow::Result<BTreeMap<&'static str, PairedComparison>> {
+    if a.ids.len() != b.ids.len() {
+        bail!(
+            "--against: {} has {} samples but {} has {}",
+            b.input,
+            b.ids.len(),
+            a.input,
+            a.ids.len()
+        );
+    }
+    if let Some(i) = (0..a.ids.len()).find(|&i| a.ids[i] != b.ids[i]) {
+        bail!(
+            "--against: line {} has id {} in {} but {} in {} (both files must list the same \
+             test samples in the same order)",
+            i + 1,
+            a.ids[i],
+            a.input,
+            b.ids[i],
+            b.input
+        );
+    }
+    let (Some(pa), Some(pb)) = (&a.per_sample, &b.per_sample) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for ((name, stat_a), (_, stat_b)) in pa.statistics().into_iter().zip(pb.statistics()) {
+        out.insert(name, paired_bootstrap(pa.len(), stat_a, stat_b, cfg)?);
+    }
+    Ok(out)
+}
+
+/// Runs `sde eval`.
+pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let task = args.task;
+    let design = parse_design(&args.design, task, "--design")?;
+    let domain = domain_for(task, args.domain.as_deref())?;
+    let mode = args.mode;
+    let cfg = (args.bootstrap > 0).then_some(BootstrapConfig {
+        resamples: args.bootstrap,
+        confidence: 0.95,
+        seed: args.seed,
+    });
+
+    let mut scores = score_file(&args.predictions, task, &design, &domain, mode)?;
+    let mut against = match &args.against {
+        Some(path) => {
+            let id = args.against_design.as_deref().unwrap_or(&args.design);
+            let other = parse_design(id, task, "--against-design")?;
+            Some(score_file(path, task, &other, &domain, mode)?)
+        }
+        None => None,
+    };
+    let mut paired_scores = BTreeMap::new();
+    if let Some(cfg) = &cfg {
+        add_intervals(&mut scores, cfg)?;
+        if let Some(other) = &mut against {
+            add_intervals(other, cfg)?;
+            paired_scores = paired(&scores, other, cfg)?;
+        }
+    }
+    let report = Report {
+        task,
+        domain: domain.name.clone(),
+        mode,
+        bootstrap: cfg,
+        scores,
+        against,
+        paired: paired_scores,
+    };
 
     let table = render_table(&report, &domain);
     std::io::stdout()
@@ -404,13 +530,50 @@ fn fmt_interval(i: Option<&Interval>) -> String {
 /// The human-readable summary printed to stdout.
 fn render_table(report: &Report, domain: &Domain) -> String {
     let mut s = String::new();
+    render_scores(&mut s, &report.scores, report, domain);
+    if let Some(other) = &report.against {
+        s.push('\n');
+        render_scores(&mut s, other, report, domain);
+        if !report.paired.is_empty() {
+            let _ = writeln!(
+                s,
+                "\npaired bootstrap, first minus second: first {} ({}), second {} ({})",
+                report.scores.input, report.scores.design, other.input, other.design
+            );
+        }
+        for (name, p) in &report.paired {
+            let _ = writeln!(
+                s,
+                "  {:<10} delta {:+.4}{}  p = {:.4}  first better in {:.1}% of replicates",
+                name,
+                round_to(p.delta.estimate, 4),
+                fmt_interval(Some(&p.delta)),
+                round_to(p.p_value, 4),
+                p.a_wins * 100.0
+            );
+        }
+    }
+    if let Some(cfg) = &report.bootstrap {
+        let _ = writeln!(
+            s,
+            "intervals: {:.0}% percentile bootstrap, {} replicates, seed {}",
+            cfg.confidence * 100.0,
+            cfg.resamples,
+            cfg.seed
+        );
+    }
+    s
+}
+
+/// The table of one file's scores.
+fn render_scores(s: &mut String, report: &FileScores, context: &Report, domain: &Domain) {
     let _ = writeln!(
         s,
         "{} | design {} | domain {} | mode {} | {} samples",
         report.input,
         report.design,
-        report.domain,
-        report.mode.name(),
+        context.domain,
+        context.mode.name(),
         report.samples
     );
     let statuses: Vec<String> = report
@@ -516,16 +679,6 @@ fn render_table(report: &Report, domain: &Domain) -> String {
             );
         }
     }
-    if let Some(cfg) = &report.bootstrap {
-        let _ = writeln!(
-            s,
-            "intervals: {:.0}% percentile bootstrap, {} replicates, seed {}",
-            cfg.confidence * 100.0,
-            cfg.resamples,
-            cfg.seed
-        );
-    }
-    s
 }
 
 #[cfg(test)]
@@ -574,5 +727,69 @@ mod tests {
         assert_eq!(domain_for(EvalTask::Masa, Some("all")).unwrap().len(), 11);
         assert!(domain_for(EvalTask::Ner, Some("d1")).is_err());
         assert_eq!(domain_for(EvalTask::Event, None).unwrap().len(), 10);
+    }
+
+    fn args(predictions: PathBuf, out: PathBuf) -> EvalArgs {
+        EvalArgs {
+            predictions,
+            task: EvalTask::Masa,
+            design: "baseline".to_owned(),
+            domain: None,
+            mode: EvalMode::Study,
+            out: Some(out),
+            bootstrap: 50,
+            seed: 1,
+            against: None,
+            against_design: None,
+        }
+    }
+
+    #[test]
+    fn scores_a_small_masa_file_end_to_end() {
+        let dir = std::env::temp_dir().join(format!("sde-eval-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gold = "食品评价：正面，饮品评价：未提及，价格水平：负面，卫生情况：未提及，服务人员态度：正面，停车方便程度：未提及。";
+        // Row 1 exact; row 2 gets price wrong (neutral for negative); row 3 is empty.
+        let pred2 = gold.replacen("价格水平：负面", "价格水平：中性", 1);
+        let lines = [
+            serde_json::json!({"id": "a", "target": gold, "prediction": gold}),
+            serde_json::json!({"id": "b", "target": gold, "prediction": pred2}),
+            serde_json::json!({"id": "c", "target": gold, "prediction": ""}),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let input = dir.join("preds.jsonl");
+        std::fs::write(&input, text).unwrap();
+        let out = dir.join("scores.json");
+        run(args(input.clone(), out.clone())).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(report["samples"], 3);
+        assert_eq!(report["statuses"]["clean"], 2);
+        assert_eq!(report["statuses"]["empty"], 1);
+        let masa = &report["masa"];
+        assert_eq!(masa["format_errors"], 1);
+        // 18 pairs: row 2 misses price, row 3 predicts unmentioned for food, price and staff.
+        let pooled = &masa["pooled"];
+        assert_eq!(pooled["accuracy"].as_f64().unwrap(), 14.0 / 18.0);
+        assert_eq!(masa["sentence_accuracy"].as_f64().unwrap(), 1.0 / 3.0);
+        assert!(report["intervals"]["kappa"]["lower"].is_number());
+
+        // Paired against itself: no difference.
+        let mut a = args(input.clone(), out.clone());
+        a.against = Some(input.clone());
+        run(a).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(report["paired"]["kappa"]["delta"]["estimate"], 0.0);
+        assert_eq!(report["paired"]["kappa"]["p_value"], 1.0);
+
+        // Paired files must list the same samples.
+        let other = dir.join("other.jsonl");
+        std::fs::write(&other, format!("{}\n", lines[0])).unwrap();
+        let mut a = args(input, out);
+        a.against = Some(other);
+        let err = run(a).unwrap_err().to_string();
+        assert!(err.contains("has 1 samples"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

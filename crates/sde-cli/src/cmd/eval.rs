@@ -204,6 +204,9 @@ fn mentions(labels: Labels) -> Vec<Mention> {
     }
 }
 
+/// A statistic of a list of (resampled) sample indices.
+type Statistic<'a> = Box<dyn Fn(&[usize]) -> f64 + 'a>;
+
 /// Per-sample data the bootstrap resamples.
 enum PerSample {
     /// One confusion matrix per MASA sample.
@@ -221,7 +224,7 @@ impl PerSample {
     }
 
     /// The statistics reported with intervals, by name: the study's headline score first.
-    fn statistics(&self) -> Vec<(&'static str, Box<dyn Fn(&[usize]) -> f64 + '_>)> {
+    fn statistics(&self) -> Vec<(&'static str, Statistic<'_>)> {
         match self {
             PerSample::Masa(c) => vec![
                 ("kappa", Box::new(masa_kappa(c))),

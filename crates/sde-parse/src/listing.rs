@@ -176,6 +176,17 @@ fn lenient(
             continue;
         }
         let is_last = i + 1 == n;
+        let bracket = line.find(['[', '{']);
+        let prefix_is_type = bracket.is_some_and(|b| {
+            let prefix = clean_token(line[..b].trim().trim_end_matches([':', '：']));
+            resolve_type(prefix, design, domain, &mut Outcome::default()).is_some()
+        });
+        if bracket.is_some_and(|b| b > 0)
+            && !prefix_is_type
+            && literal_line(line, vocab, design, &mut raw, out)
+        {
+            continue;
+        }
         if line.starts_with('[') || line.starts_with('(') || line.starts_with('{') {
             if literal_line(line, vocab, design, &mut raw, out) {
                 if is_last && items::literal_cut(line) {

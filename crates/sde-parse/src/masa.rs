@@ -495,8 +495,22 @@ fn text_items(
                 if sep != vocab.kv_sep.trim() {
                     out.repair(Repair::PunctuationWidth);
                 }
-                let key = &piece[..at];
-                let value = &piece[at + sep.len()..];
+                let mut key = &piece[..at];
+                let mut value = &piece[at + sep.len()..];
+                // Prose before the first key: `分析如下：食品评价：正面`.
+                let quiet = &mut Outcome::default();
+                while resolve_key(clean_token(key), domain, vocab, true, quiet).is_none() {
+                    let Some((k, v)) = KV_SEPS
+                        .iter()
+                        .filter_map(|s| value.split_once(s))
+                        .min_by_key(|(k, _)| k.len())
+                    else {
+                        break;
+                    };
+                    out.repair(Repair::SurroundingProse);
+                    key = k;
+                    value = v;
+                }
                 if key != key.trim() && vocab.language == Language::Zh {
                     out.repair(Repair::Whitespace);
                 }

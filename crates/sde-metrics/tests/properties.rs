@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use sde_data::Sentiment;
 use sde_metrics::{
-    BootstrapConfig, Confusion, Mention, MentionSample, SoftRule, bootstrap_ci, ratio,
-    soft_counts, spearman, strict_counts,
+    BootstrapConfig, Confusion, Mention, MentionSample, SoftRule, bootstrap_ci, ratio, soft_counts,
+    spearman, strict_counts,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -14,7 +14,10 @@ fn text() -> impl Strategy<Value = String> {
 
 fn mentions() -> impl Strategy<Value = Vec<Mention>> {
     prop::collection::vec(
-        (prop::sample::select(vec!["protein", "DNA", "cell_line"]), text())
+        (
+            prop::sample::select(vec!["protein", "DNA", "cell_line"]),
+            text(),
+        )
             .prop_map(|(k, t)| Mention::new(k, t)),
         0..6,
     )

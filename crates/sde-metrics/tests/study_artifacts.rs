@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use sde_data::{Domain, Sentiment, TaskKind};
 use sde_format::{Design, Language};
 use sde_metrics::{
-    Confusion, MasaSample, Mention, MentionSample, SoftRule, round_to, score_extraction, score_masa,
+    BootstrapConfig, Confusion, MasaSample, Mention, MentionSample, SoftRule, bootstrap_ci,
+    masa_confusions, masa_kappa, round_to, score_extraction, score_masa,
 };
 use sde_parse::{Labels, Mode};
 
@@ -112,6 +113,18 @@ fn masa_inst_last_predictions_reproduce_the_study() {
     // Food: no gold or predicted "unmentioned", so that label has no precision or recall.
     assert_eq!(s.per_aspect[0].classes[3].precision, None);
     assert_eq!(s.per_aspect[0].classes[3].recall, None);
+
+    // Seeded bootstrap: the same seed gives the same interval (pinned to catch any change in
+    // the resampling stream), and the interval brackets the point estimate.
+    let confusions = masa_confusions(names.len(), &samples).unwrap();
+    let cfg = BootstrapConfig::default();
+    let ci = bootstrap_ci(samples.len(), masa_kappa(&confusions), &cfg).unwrap();
+    assert_eq!(ci.estimate, s.pooled.kappa);
+    assert!(ci.lower < ci.estimate && ci.estimate < ci.upper, "{ci:?}");
+    assert_eq!(
+        (round_to(ci.lower, 4), round_to(ci.upper, 4)),
+        (0.6911, 0.8317)
+    );
 }
 
 fn events(labels: Labels) -> Vec<Mention> {

@@ -71,7 +71,13 @@ pub(crate) fn read_exact(body: &str, grammar: &Grammar) -> ExactRead {
             let n = pieces.len();
             for (i, (offset, piece)) in pieces.into_iter().enumerate() {
                 let line = text[..offset].matches('\n').count() + 1;
-                match read_text_item(piece, grammar) {
+                // Every literal escapes newlines: a raw one never belongs to an item.
+                let item = if piece.contains('\n') {
+                    None
+                } else {
+                    read_text_item(piece, grammar)
+                };
+                match item {
                     Some(item) => read.items.push(ItemText { line, ..item }),
                     None => read.bad.push(BadFragment {
                         line,

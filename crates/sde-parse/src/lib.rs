@@ -28,6 +28,7 @@ mod masa;
 mod ner;
 mod normalize;
 mod outcome;
+mod repair;
 mod study_masa;
 mod types;
 
@@ -44,6 +45,19 @@ pub use types::{
 /// `domain` lists the aspects (MASA), entity types (NER) or event types (event detection),
 /// in canonical order. `design.task` selects the task.
 pub fn parse(text: &str, design: &Design, domain: &Domain, mode: Mode) -> Parsed {
+    if mode == Mode::Lenient {
+        let strict = parse_task(text, design, domain, Mode::Strict);
+        if strict.status.is_clean() {
+            return strict;
+        }
+        if let Some(repaired) = repair::exact_after_repairs(text, design, domain) {
+            return repaired;
+        }
+    }
+    parse_task(text, design, domain, mode)
+}
+
+fn parse_task(text: &str, design: &Design, domain: &Domain, mode: Mode) -> Parsed {
     match design.task {
         TaskKind::Masa => masa::parse(text, design, domain, mode),
         TaskKind::Ner => ner::parse(text, design, domain, mode),

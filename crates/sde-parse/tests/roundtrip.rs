@@ -12,7 +12,7 @@ use sde_data::{
 use sde_format::{
     Design, LabelForm, Language, Layout, LossOn, Placement, Reasoning, Unmentioned, render,
 };
-use sde_parse::{Labels, Mode, Parsed, Status, parse};
+use sde_parse::{Labels, Mode, Parsed, Repair, Status, parse};
 
 const TASKS: [TaskKind; 3] = [TaskKind::Masa, TaskKind::Ner, TaskKind::Event];
 const LANGUAGES: [Language; 2] = [Language::Zh, Language::En];
@@ -375,4 +375,63 @@ fn every_design_round_trips_a_fixed_record() {
             check_round_trip(&design, &domain, &record, &expected);
         }
     }
+}
+
+/// Lenient mode undoes a code fence, prose lines around the answer and (for Chinese MASA)
+/// half-width punctuation, for any design's completion.
+#[test]
+fn lenient_mode_recovers_fenced_outputs_of_every_design() {
+    let runner = &mut proptest::test_runner::TestRunner::deterministic();
+    let mut failures = Vec::new();
+    for design in all_designs() {
+        for _ in 0..3 {
+            let tree = record(design).new_tree(runner).unwrap();
+            let (design, domain, record, expected) = tree.current();
+            let Ok(sample) = render(&record, &design, &domain) else {
+                continue;
+            };
+            if sample.completion.trim().is_empty() {
+                continue;
+            }
+            let c = &sample.completion;
+            let mut variants = vec![
+                (format!("Answer:\n```\n{c}\n```"), Repair::CodeFence),
+                (
+                    format!("Sure! Here it is:\n{c}\nHope this helps."),
+                    Repair::SurroundingProse,
+                ),
+            ];
+            if design.task == TaskKind::Masa
+                && design.language == Language::Zh
+                && design.reasoning == Reasoning::None
+                && design.layout != Layout::Json
+                && design.layout != Layout::Tuples
+            {
+                variants.push((
+                    c.replace('：', ":").replace('，', ","),
+                    Repair::PunctuationWidth,
+                ));
+            }
+            for (wrapped, repair) in variants {
+                let parsed = parse(&wrapped, &design, &domain, Mode::Lenient);
+                let ok = matches!(&parsed.status, Status::Repaired { repairs } if repairs.contains(&repair))
+                    && match &expected {
+                        Labels::Masa(_) => parsed.labels == expected,
+                        _ => pair_set(&parsed.labels) == expected_pairs(&record),
+                    };
+                if !ok {
+                    failures.push(format!(
+                        "{design}: {:?}\n{wrapped}\n{:?}",
+                        parsed.status, parsed.issues
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, first:\n{}",
+        failures.len(),
+        failures.first().map_or("", |s| s.as_str())
+    );
 }

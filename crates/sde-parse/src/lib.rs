@@ -78,3 +78,36 @@ pub fn study_format_error(text: &str, design: &Design, domain: &Domain) -> Optio
 pub fn study_masa_gold(text: &str, design: &Design, domain: &Domain) -> Option<Vec<Sentiment>> {
     study_masa::gold(text, design, domain)
 }
+
+/// The study's parse of a *gold* target of any task, as its scripts read gold: MASA with
+/// [`study_masa_gold`]; GENIA targets with the design's parser, split on `': '` (quirk Q13);
+/// MAVEN targets always in the heuristic tuple format, lowercased, not stripped. `None` where
+/// the study's script would drop the sample or crash on it.
+pub fn study_gold(text: &str, design: &Design, domain: &Domain) -> Option<Labels> {
+    match design.task {
+        TaskKind::Masa => study_masa_gold(text, design, domain).map(Labels::Masa),
+        TaskKind::Ner => ner::study_pairs(text, design, true).map(|pairs| {
+            Labels::Ner(
+                pairs
+                    .into_iter()
+                    .map(|(kind, name)| EntityMention {
+                        kind,
+                        name,
+                        span: None,
+                        tokens: None,
+                    })
+                    .collect(),
+            )
+        }),
+        TaskKind::Event => Some(Labels::Event(
+            event::study_gold_pairs(text)
+                .into_iter()
+                .map(|(kind, trigger)| EventMention {
+                    kind,
+                    trigger,
+                    span: None,
+                })
+                .collect(),
+        )),
+    }
+}

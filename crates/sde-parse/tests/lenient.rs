@@ -367,3 +367,34 @@ fn event_formats() {
         Some(sde_parse::StudyError::EmptyOutput)
     );
 }
+
+#[test]
+fn study_gold_reads_targets_as_the_scripts_do() {
+    let genia = Domain::genia();
+    let weak1 = Design::preset(TaskKind::Ner, Language::En, "weak1").unwrap();
+    let gold =
+        sde_parse::study_gold("'DNA': 'IL-2 gene'; 'protein': 'a:b', 'c'", &weak1, &genia).unwrap();
+    let Labels::Ner(e) = gold else { panic!() };
+    let pairs: Vec<_> = e
+        .iter()
+        .map(|e| (e.kind.as_str(), e.name.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [("DNA", "IL-2 gene"), ("protein", "a:b"), ("protein", "c")]
+    );
+    // Predictions split on ':' and lose the rest of the name (quirk Q13).
+    let p = parse("'protein': 'a:b', 'c'", &weak1, &genia, Mode::Study);
+    assert_eq!(ner_pairs(&p), [pair("protein", "a")]);
+    // A target without ': ' crashes the script; no gold.
+    assert!(sde_parse::study_gold("'DNA' 'x'", &weak1, &genia).is_none());
+    let maven = Domain::maven10();
+    let heuristic = Design::preset(TaskKind::Event, Language::En, "heuristic").unwrap();
+    let gold = sde_parse::study_gold("[\"Motion\", \" Flew\"]\n[]", &heuristic, &maven).unwrap();
+    let Labels::Event(e) = gold else { panic!() };
+    assert_eq!(
+        (e[0].kind.as_str(), e[0].trigger.as_str()),
+        ("motion", " flew")
+    );
+    assert_eq!(e.len(), 1);
+}

@@ -356,6 +356,76 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Arbitrary text made of grammar fragments never panics and always gets one status.
+    #[test]
+    fn arbitrary_text_never_panics(
+        design in design_strategy(),
+        pieces in prop::collection::vec(prop::sample::select(FRAGMENTS.to_vec()), 0..30),
+        noise in "\\PC{0,8}",
+    ) {
+        let domain = domain_for(design.task, 2);
+        let text = format!("{}{noise}", pieces.concat());
+        for mode in [Mode::Strict, Mode::Lenient, Mode::Study] {
+            let mut parsed = parse(&text, &design, &domain, mode);
+            check_well_formed(&parsed, &domain);
+            parsed.align(&text);
+        }
+    }
+}
+
+/// Pieces of every grammar, for random outputs.
+const FRAGMENTS: &[&str] = &[
+    "食品评价",
+    "：",
+    "，",
+    "。",
+    "正面",
+    "未提",
+    "-2",
+    "1",
+    "\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    "'",
+    "\"方面\": ",
+    "\"情感\": ",
+    "\"描述\": ",
+    ", ",
+    ": ",
+    "; ",
+    "；",
+    "'DNA'",
+    "'protein'",
+    "Attack",
+    "NONE",
+    "无",
+    "''",
+    "\"entity_type\"",
+    "\"trigger word\"",
+    "```",
+    "- ",
+    "1. ",
+    "\\",
+    "\\u12",
+    "aspect",
+    "positive",
+    "food",
+    "Catastrophe",
+    "0",
+    "9",
+    "(",
+    ")",
+    "null",
+    "True",
+    "  ",
+];
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use sde_data::{Domain, Sentiment, TaskKind};
 use sde_format::{Design, Language};
-use sde_parse::{Labels, Mode, Status, parse, study_format_error, study_masa_gold};
+use sde_parse::{Labels, Mode, Status, parse, study_format_error, study_gold, study_masa_gold};
 
 fn data_root() -> Option<PathBuf> {
     match std::env::var_os("SDE_DATA_ROOT") {
@@ -88,15 +88,8 @@ fn maven_heuristic_predictions_parse_under_the_study_rules() {
     let mut gold_events = 0;
     let mut predicted = 0;
     for row in &rows {
-        let gold = parse(
-            row["target"].as_str().unwrap(),
-            &design,
-            &domain,
-            Mode::Study,
-        );
-        let Labels::Event(g) = &gold.labels else {
-            panic!()
-        };
+        let gold = study_gold(row["target"].as_str().unwrap(), &design, &domain).unwrap();
+        let Labels::Event(g) = &gold else { panic!() };
         gold_events += g.len();
         let pred = row["prediction"].as_str().unwrap();
         let parsed = parse(pred, &design, &domain, Mode::Study);

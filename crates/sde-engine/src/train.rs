@@ -101,6 +101,8 @@ pub struct StepReport {
     pub loss_tokens: usize,
     /// Real tokens processed in the step.
     pub tokens: usize,
+    /// Real tokens processed since training started.
+    pub tokens_seen: usize,
     /// Seconds since training started.
     pub elapsed_s: f64,
 }
@@ -218,6 +220,7 @@ pub fn train(
                 grad_norm,
                 loss_tokens: n_window,
                 tokens,
+                tokens_seen: tokens_total,
                 elapsed_s: start.elapsed().as_secs_f64(),
             });
         }

@@ -17,6 +17,41 @@
 //! counts an output as a format error).
 //!
 //! The parser never panics, on any input. It does no IO.
+//!
+//! # Grammar
+//!
+//! Separators, label words, placeholders, quoting and JSON keys are read from
+//! [`sde_format::Grammar`], so whatever `sde_format::render` writes, [`Mode::Strict`] reads
+//! back as [`Status::Clean`] with the same labels (property-tested over every preset and every
+//! axis combination). NER and event lists come back as `(type, text)` pairs; duplicates are
+//! removed and recorded as [`Issue::DuplicateItem`] (a status-neutral note: a sentence can
+//! mention the same entity twice).
+//!
+//! # Lenient mode, step by step
+//!
+//! 1. The exact grammar; clean output stops here.
+//! 2. Repaired variants read with the exact grammar: without a code fence, without up to
+//!    three prose lines at either end, without list markers, with the other punctuation width.
+//!    The first clean variant gives [`Status::Repaired`] naming what was undone.
+//! 3. Otherwise a heuristic reader: items anywhere (JSON records, tuples, `key: value` pieces
+//!    with any separator), aspect keys by the study's soft keys (and English analogues),
+//!    labels by the study's synonyms, type names case-insensitively, prose dropped.
+//!    Missing aspects are unmentioned; under PU they also make the output
+//!    [`Status::Partial`], under OU they do not.
+//!
+//! # Study mode
+//!
+//! Reproduces `format_parser.JSON_text` with soft relaxation for MASA, the per-design
+//! splitters of `ner_metric_report.py` for GENIA and `convert_to_list` of `maven_eval.py` for
+//! MAVEN (digest §7). [`Parsed::study_error`] is the study's format-error verdict; for CoT and
+//! R-CoT it comes from the second pass without punctuation normalisation. Where the digest
+//! leaves the Python unknown, the choices are: the OU branch is parsed as intended (quirk Q1
+//! fixed: Natural parse, empty pieces skipped, an empty output not an error); the JSON fallback
+//! strips braces, splits on `", "` then `": "` and needs both keys; a trailing empty line of
+//! a JSON output is a split error, as `eval('')` fails; event fragments on which the script
+//! would crash (Q15) are skipped and recorded as [`Issue::BadItem`]. Designs the study never
+//! had map to the nearest study parser (numeric labels in lines or JSON are mapped through the
+//! numeric table).
 
 mod align;
 mod event;

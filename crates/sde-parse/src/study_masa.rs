@@ -26,11 +26,10 @@ enum StudyParser {
 }
 
 fn parser_for(design: &Design) -> StudyParser {
-    if design.reasoning != Reasoning::None {
-        return StudyParser::Json { cot: true };
-    }
     match (design.layout, design.unmentioned, design.labels) {
-        (Layout::Json, _, _) => StudyParser::Json { cot: false },
+        (Layout::Json, _, _) => StudyParser::Json {
+            cot: design.reasoning != Reasoning::None,
+        },
         (Layout::Lines, _, _) => StudyParser::Lines,
         (_, Unmentioned::Omit, _) => StudyParser::OmitUnmentioned,
         (_, _, LabelForm::Numeric) => StudyParser::Numerical,
@@ -98,12 +97,16 @@ pub(crate) fn json_text(
                 text
             };
             for line in body.split('\n') {
+                let numeric_word = |v: &str| match grammar::study_numeric(v) {
+                    Some(s) if numeric => vocab.word(s).to_string(),
+                    _ => v.to_string(),
+                };
                 match eval_record(line, &vocab) {
-                    Some((aspect, sentiment)) => dict.insert(&aspect, &sentiment),
+                    Some((aspect, sentiment)) => dict.insert(&aspect, &numeric_word(&sentiment)),
                     None => match fallback_record(line, &vocab) {
                         Some((aspect, sentiment)) => {
                             error = Some(StudyError::EvalError);
-                            dict.insert(&aspect, &sentiment);
+                            dict.insert(&aspect, &numeric_word(&sentiment));
                         }
                         None => error = Some(StudyError::SplitError),
                     },
@@ -244,7 +247,7 @@ pub(crate) fn parse(
 ) -> (Vec<Sentiment>, StudyDict, Option<StudyError>) {
     let (dict, first_error) = json_text(text, design, true);
     let labels = relax(&dict, design, domain);
-    let error = if design.reasoning != Reasoning::None {
+    let error = if design.reasoning != Reasoning::None && design.layout == Layout::Json {
         json_text(text, design, false).1
     } else {
         first_error

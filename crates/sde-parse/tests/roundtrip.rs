@@ -505,3 +505,20 @@ fn lenient_mode_recovers_fenced_outputs_of_every_design() {
         failures.first().map_or("", |s| s.as_str())
     );
 }
+
+/// The study's own parser reads every Chinese MASA preset's completions back without a
+/// format error.
+#[test]
+fn study_mode_reads_every_chinese_masa_preset() {
+    let runner = &mut proptest::test_runner::TestRunner::deterministic();
+    for preset in Design::presets(TaskKind::Masa, Language::Zh) {
+        for _ in 0..40 {
+            let tree = record(preset.design).new_tree(runner).unwrap();
+            let (design, domain, record, expected) = tree.current();
+            let sample = render(&record, &design, &domain).unwrap();
+            let parsed = parse(&sample.completion, &design, &domain, Mode::Study);
+            assert_eq!(parsed.labels, expected, "{design}\n{}", sample.completion);
+            assert_eq!(parsed.study_error, None, "{design}\n{}", sample.completion);
+        }
+    }
+}

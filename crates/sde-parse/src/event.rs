@@ -213,16 +213,16 @@ fn py_str(v: &Value) -> String {
 pub(crate) fn study_gold_pairs(text: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     for item in text.split('\n') {
-        if let Some((Value::Array(v), _)) = json::parse_whole(item.trim(), Dialect::Python) {
-            if !v.is_empty() {
-                let parts: Vec<String> = v.iter().map(|p| py_str(p).to_lowercase()).collect();
-                pairs.push(match parts.as_slice() {
-                    [kind, trigger] => (kind.clone(), trigger.clone()),
-                    [kind] => (kind.clone(), String::new()),
-                    [kind, rest @ ..] => (kind.clone(), rest.join("\u{1f}")),
-                    [] => (String::new(), String::new()),
-                });
-            }
+        if let Some((Value::Array(v), _)) = json::parse_whole(item.trim(), Dialect::Python)
+            && !v.is_empty()
+        {
+            let parts: Vec<String> = v.iter().map(|p| py_str(p).to_lowercase()).collect();
+            pairs.push(match parts.as_slice() {
+                [kind, trigger] => (kind.clone(), trigger.clone()),
+                [kind] => (kind.clone(), String::new()),
+                [kind, rest @ ..] => (kind.clone(), rest.join("\u{1f}")),
+                [] => (String::new(), String::new()),
+            });
         }
     }
     pairs

@@ -199,10 +199,10 @@ fn strip_trailing_evidence<'a>(rest: &'a str, sep: &str) -> Option<&'a str> {
     let pattern = format!("{sep}\"");
     for (at, _) in rest.match_indices(&pattern) {
         let lit = &rest[at + sep.len()..];
-        if let Some((Value::Str(_), _)) = json::parse_whole(lit, Dialect::Json) {
-            if lit.trim() == lit {
-                return Some(&rest[..at]);
-            }
+        if let Some((Value::Str(_), _)) = json::parse_whole(lit, Dialect::Json)
+            && lit.trim() == lit
+        {
+            return Some(&rest[..at]);
         }
     }
     None

@@ -161,7 +161,13 @@ fn lenient(
     out: &mut Outcome,
 ) -> Vec<Pair> {
     let body = strip_code_fence(text, out);
-    let body = body.trim();
+    let body = body.trim().trim_end_matches(['.', '。']);
+    if NO_ITEMS.contains(&body) {
+        // "Nothing found", said another way than the design says it.
+        out.usable = true;
+        out.repair(Repair::Separators);
+        return Vec::new();
+    }
     let mut raw: Vec<(String, Vec<String>)> = Vec::new();
     let lines: Vec<&str> = body.lines().collect();
     let n = lines.len();
@@ -187,13 +193,13 @@ fn lenient(
         {
             continue;
         }
-        if line.starts_with('[') || line.starts_with('(') || line.starts_with('{') {
-            if literal_line(line, vocab, design, &mut raw, out) {
-                if is_last && items::literal_cut(line) {
-                    out.truncated = true;
-                }
-                continue;
+        if (line.starts_with('[') || line.starts_with('(') || line.starts_with('{'))
+            && literal_line(line, vocab, design, &mut raw, out)
+        {
+            if is_last && items::literal_cut(line) {
+                out.truncated = true;
             }
+            continue;
         }
         // `type: a, b` groups, separated by `;`.
         let mut any = false;
@@ -276,6 +282,11 @@ fn lenient(
     }
     pairs
 }
+
+/// Whole answers that mean "no entity / no event".
+const NO_ITEMS: [&str; 9] = [
+    "[]", "None", "NONE", "none", "无", "没有", "N/A", "\"[]\"", "{}",
+];
 
 fn split_kv<'a>(g: &'a str, out: &mut Outcome) -> Option<(&'a str, &'a str)> {
     if let Some((t, n)) = g.split_once(':') {
@@ -450,13 +461,13 @@ fn resolve_type(t: &str, design: &Design, domain: &Domain, out: &mut Outcome) ->
         }
         return Some(domain.aspects[i].key.clone());
     }
-    if let Ok(i) = t.parse::<usize>() {
-        if let Some(a) = domain.aspects.get(i) {
-            if design.labels != LabelForm::Numeric {
-                out.repair(Repair::LabelRelaxed);
-            }
-            return Some(a.key.clone());
+    if let Ok(i) = t.parse::<usize>()
+        && let Some(a) = domain.aspects.get(i)
+    {
+        if design.labels != LabelForm::Numeric {
+            out.repair(Repair::LabelRelaxed);
         }
+        return Some(a.key.clone());
     }
     let norm = |s: &str| s.to_lowercase().replace([' ', '-'], "_");
     let found = domain.aspects.iter().find(|a| norm(&a.key) == norm(t))?;

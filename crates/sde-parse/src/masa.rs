@@ -84,10 +84,11 @@ fn strict(text: &str, design: &Design, domain: &Domain) -> Parsed {
     }
     // The last value may be a proper prefix of a label.
     let last_is_bad = read.bad.last().is_some_and(|b| b.cut);
-    if !last_is_bad && (read.unterminated || design.layout != Layout::Natural) {
-        if let Some(last) = raw.last() {
-            cut |= last.value.is_empty() || is_label_prefix(&last.value, design, &vocab);
-        }
+    if !last_is_bad
+        && (read.unterminated || design.layout != Layout::Natural)
+        && let Some(last) = raw.last()
+    {
+        cut |= last.value.is_empty() || is_label_prefix(&last.value, design, &vocab);
     }
     let labels = resolve(&raw, design, domain, &vocab, false, &mut out);
     out.truncated = cut && (read.unterminated || design.layout != Layout::Natural)

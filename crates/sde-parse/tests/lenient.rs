@@ -398,3 +398,22 @@ fn study_gold_reads_targets_as_the_scripts_do() {
     );
     assert_eq!(e.len(), 1);
 }
+
+#[test]
+fn ner_heuristic_empty_answers() {
+    let design = Design::preset(TaskKind::Ner, Language::En, "heuristic").unwrap();
+    let genia = Domain::genia();
+    // The heuristic prompt asks for "[]" when there is none, but the target is empty (Q11).
+    assert_eq!(
+        parse("", &design, &genia, Mode::Strict).status,
+        Status::Clean
+    );
+    assert!(
+        parse("[]", &design, &genia, Mode::Strict)
+            .status
+            .is_format_error()
+    );
+    let none = parse("[]", &design, &genia, Mode::Lenient);
+    assert_eq!(repairs(&none), [Repair::Separators]);
+    assert!(ner_pairs(&none).is_empty());
+}

@@ -238,7 +238,7 @@ impl Knobs {
                     ..base.data
                 },
                 train: TrainKnobs {
-                    max_seq_len: 256,
+                    max_seq_len: 1024,
                     ..base.train
                 },
                 generate: GenerateKnobs {
@@ -272,10 +272,10 @@ impl Knobs {
             "real" => Knobs {
                 preset: "real".into(),
                 data: DataKnobs {
-                    masa: strings(&["mams", "semeval2014"]),
-                    ner: "genia".into(),
-                    event: "maven".into(),
-                    review11: "mams".into(),
+                    masa: strings(&["mams-acsa", "semeval14-restaurants"]),
+                    ner: "genia-raw".into(),
+                    event: "maven-fewshot".into(),
+                    review11: "mams-acsa".into(),
                     ..base.data
                 },
                 ..base
@@ -288,10 +288,10 @@ impl Knobs {
                 ]),
                 seeds: vec![42],
                 data: DataKnobs {
-                    masa: strings(&["mams", "semeval2014"]),
-                    ner: "genia".into(),
-                    event: "maven".into(),
-                    review11: "mams".into(),
+                    masa: strings(&["mams-acsa", "semeval14-restaurants"]),
+                    ner: "genia-raw".into(),
+                    event: "maven-fewshot".into(),
+                    review11: "mams-acsa".into(),
                     test_size: 0,
                     ..base.data
                 },

@@ -23,6 +23,8 @@ pub(crate) struct ListVocab {
     pub(crate) json_type: &'static str,
     /// JSON key of the names list.
     pub(crate) json_names: &'static str,
+    /// Between a type and its names.
+    pub(crate) kv_sep: &'static str,
 }
 
 impl ListVocab {
@@ -33,6 +35,7 @@ impl ListVocab {
             placeholder: g.placeholder,
             json_type: g.json.target,
             json_names: g.json.value,
+            kv_sep: g.key_value_sep,
         }
     }
 }
@@ -169,6 +172,43 @@ fn lenient(
         return Vec::new();
     }
     let mut raw: Vec<(String, Vec<String>)> = Vec::new();
+    // Items in the exact grammar are taken as they are; only the rest is read heuristically.
+    let grammar = Grammar::new(design, domain);
+    let exact = items::read_exact(body, &grammar);
+    let mut leftover: Vec<&str> = Vec::new();
+    let rest;
+    let body = if exact.items.is_empty() {
+        body
+    } else {
+        for item in &exact.items {
+            let ItemValue::Names(names) = &item.value else {
+                continue;
+            };
+            let key = grammar.target_key(&item.key).map(str::to_string);
+            match key.or_else(|| resolve_type(&item.key, design, domain, &mut Outcome::default())) {
+                Some(_) => raw.push((item.key.clone(), names.clone())),
+                None => {
+                    out.extra(Issue::UndefinedType {
+                        kind: item.key.clone(),
+                    });
+                    for n in names {
+                        raw.push((item.key.clone(), vec![n.clone()]));
+                    }
+                }
+            }
+        }
+        for bad in &exact.bad {
+            leftover.push(&bad.text);
+            if bad.cut && exact.items.last().is_none_or(|i| bad.line >= i.line) {
+                out.truncated = true;
+            }
+        }
+        if !leftover.is_empty() {
+            out.repair(Repair::Separators);
+        }
+        rest = leftover.join("\n");
+        rest.as_str()
+    };
     let lines: Vec<&str> = body.lines().collect();
     let n = lines.len();
     for (i, raw_line) in lines.iter().enumerate() {
@@ -210,7 +250,7 @@ fn lenient(
             if g.is_empty() {
                 continue;
             }
-            let Some((t, names)) = split_kv(g, out) else {
+            let Some((t, names)) = split_kv(g, vocab, out) else {
                 if is_last
                     && gi + 1 == g_n
                     && domain
@@ -246,7 +286,8 @@ fn lenient(
     if lines.len() > 1 && design.layout == Layout::Natural {
         out.repair(Repair::Separators);
     }
-    if body.is_empty() {
+    let body_was_empty = body.is_empty() && raw.is_empty();
+    if body_was_empty {
         out.usable = true;
     }
     let mut pairs = Vec::new();
@@ -272,7 +313,8 @@ fn lenient(
     }
     if design.layout != Layout::Tuples
         && design.unmentioned == Unmentioned::Placeholder
-        && !pairs.is_empty()
+        && out.usable
+        && !body_was_empty
     {
         for a in &domain.aspects {
             if !seen.contains(&a.key) {
@@ -288,13 +330,16 @@ const NO_ITEMS: [&str; 9] = [
     "[]", "None", "NONE", "none", "无", "没有", "N/A", "\"[]\"", "{}",
 ];
 
-fn split_kv<'a>(g: &'a str, out: &mut Outcome) -> Option<(&'a str, &'a str)> {
-    if let Some((t, n)) = g.split_once(':') {
-        return Some((t, n));
+/// `type: names` at the first colon of either width.
+fn split_kv<'a>(g: &'a str, vocab: &ListVocab, out: &mut Outcome) -> Option<(&'a str, &'a str)> {
+    let (at, colon) = [':', '：']
+        .iter()
+        .filter_map(|c| g.find(*c).map(|i| (i, *c)))
+        .min_by_key(|(i, _)| *i)?;
+    if !vocab.kv_sep.starts_with(colon) {
+        out.repair(Repair::PunctuationWidth);
     }
-    let (t, n) = g.split_once('：')?;
-    out.repair(Repair::PunctuationWidth);
-    Some((t, n))
+    Some((&g[..at], &g[at + colon.len_utf8()..]))
 }
 
 /// A tuple, list of tuples or JSON record on one line. Returns whether it read anything.

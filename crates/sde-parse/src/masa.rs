@@ -277,7 +277,51 @@ fn lenient(text: &str, design: &Design, domain: &Domain) -> Parsed {
     let body = body.trim();
     let mut items = Vec::new();
     let labels;
-    if body.contains('{') {
+    // Items in the exact grammar are taken as they are; only the rest is read heuristically.
+    let grammar = sde_format::Grammar::new(design, domain);
+    let exact = items::read_exact(body, &grammar);
+    if !exact.items.is_empty() {
+        let mut leftover: Vec<String> = Vec::new();
+        for item in &exact.items {
+            if let ItemValue::Word(value) = &item.value {
+                let quiet = &mut Outcome::default();
+                if resolve_key(clean_token(&item.key), domain, &vocab, true, quiet).is_none() {
+                    leftover.push(format!("{}{}{value}", item.key, vocab.kv_sep));
+                    continue;
+                }
+                items.push(RawItem {
+                    key: item.key.clone(),
+                    value: value.clone(),
+                    line: item.line,
+                });
+            }
+        }
+        leftover.extend(exact.bad.iter().map(|b| b.text.clone()));
+        let leftover = leftover.join("\n");
+        let mut cut = false;
+        if !leftover.trim().is_empty() {
+            if leftover.contains('{') {
+                cut = json_items(&leftover, &vocab, design, &mut items, &mut out);
+            } else {
+                cut = text_items(&leftover, &vocab, design, domain, &mut items, &mut out).cut;
+            }
+            out.repair(Repair::Separators);
+        }
+        let last_line = exact.items.last().map_or(0, |i| i.line);
+        let tail_cut = exact
+            .bad
+            .last()
+            .is_some_and(|b| b.cut && b.line >= last_line);
+        labels = resolve(&items, design, domain, &vocab, true, &mut out);
+        out.truncated = tail_cut
+            && (cut || exact.bad.last().is_some_and(|b| b.text.trim().is_empty()))
+            || exact.unterminated
+                && design.unmentioned == Unmentioned::Placeholder
+                && out.counts.missing > 0;
+        if exact.unterminated && !out.truncated {
+            out.repair(Repair::Separators);
+        }
+    } else if body.contains('{') {
         let cut = json_items(body, &vocab, design, &mut items, &mut out);
         labels = resolve(&items, design, domain, &vocab, true, &mut out);
         out.truncated = cut;

@@ -471,6 +471,14 @@ fn lenient_mode_recovers_fenced_outputs_of_every_design() {
                     Repair::SurroundingProse,
                 ),
             ];
+            if design.layout != Layout::Natural {
+                let marked: Vec<String> = c
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| format!("{}. {l}", i + 1))
+                    .collect();
+                variants.push((marked.join("\n"), Repair::ListMarkers));
+            }
             if design.task == TaskKind::Masa
                 && design.language == Language::Zh
                 && design.reasoning == Reasoning::None
@@ -521,4 +529,57 @@ fn study_mode_reads_every_chinese_masa_preset() {
             assert_eq!(parsed.study_error, None, "{design}\n{}", sample.completion);
         }
     }
+}
+
+/// A PU output missing its first item is partial in both modes, with the other labels intact.
+#[test]
+fn missing_item_under_pu_is_partial_with_the_rest_read() {
+    let runner = &mut proptest::test_runner::TestRunner::deterministic();
+    let mut failures = Vec::new();
+    for design in all_designs() {
+        if design.unmentioned != Unmentioned::Placeholder
+            || design.layout == Layout::Natural
+            || design.layout == Layout::Tuples && design.task != TaskKind::Masa
+        {
+            continue;
+        }
+        for _ in 0..3 {
+            let tree = record(design).new_tree(runner).unwrap();
+            let (design, domain, record, expected) = tree.current();
+            let Ok(sample) = render(&record, &design, &domain) else {
+                continue;
+            };
+            let rest: Vec<&str> = sample.completion.lines().skip(1).collect();
+            let text = rest.join("\n");
+            for mode in [Mode::Strict, Mode::Lenient] {
+                let parsed = parse(&text, &design, &domain, mode);
+                let partial = matches!(parsed.status, Status::Partial(c) if c.missing == 1);
+                let labels_ok = match (&expected, &parsed.labels) {
+                    (Labels::Masa(e), Labels::Masa(p)) => {
+                        p[0] == Sentiment::Unmentioned && e[1..] == p[1..]
+                    }
+                    _ => {
+                        let first = &domain.aspects[0].key;
+                        let want: BTreeSet<_> = expected_pairs(&record)
+                            .into_iter()
+                            .filter(|(k, _)| k != first)
+                            .collect();
+                        pair_set(&parsed.labels) == want
+                    }
+                };
+                if !(partial && labels_ok) {
+                    failures.push(format!(
+                        "{design} {mode:?}: {:?}\n{text}\n{:?}",
+                        parsed.status, parsed.labels
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, first:\n{}",
+        failures.len(),
+        failures.first().map_or("", |s| s.as_str())
+    );
 }

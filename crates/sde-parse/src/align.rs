@@ -40,8 +40,16 @@ impl Parsed {
     }
 }
 
-/// The first occurrence of `needle` in `haystack`, preferring one on word boundaries.
+/// The first occurrence of `needle` in `haystack`, preferring one on word boundaries; failing
+/// that, the same ignoring ASCII case (study-mode names are lowercased).
 pub(crate) fn find_span(haystack: &str, needle: &str) -> Option<Span> {
+    find_exact(haystack, needle).or_else(|| {
+        // ASCII lowercasing keeps byte offsets.
+        find_exact(&haystack.to_ascii_lowercase(), &needle.to_ascii_lowercase())
+    })
+}
+
+fn find_exact(haystack: &str, needle: &str) -> Option<Span> {
     if needle.is_empty() {
         return None;
     }
@@ -92,6 +100,7 @@ mod tests {
         let g = find_span(text, "IL-2 gene").unwrap();
         assert_eq!(token_range(text, g), Some((2, 4)));
         assert_eq!(find_span(text, "IL-3"), None);
+        assert_eq!(find_span(text, "il-2 GENE"), Some(g));
         let inner = find_span(text, "binds IL").unwrap();
         assert_eq!(token_range(text, inner), None);
     }

@@ -417,3 +417,33 @@ fn ner_heuristic_empty_answers() {
     assert_eq!(repairs(&none), [Repair::Separators]);
     assert!(ner_pairs(&none).is_empty());
 }
+
+#[test]
+fn cot_punctuation_slips_are_study_format_errors_but_still_scored() {
+    let design = masa("cot");
+    let records: Vec<String> = CLEAN
+        .trim_end_matches('。')
+        .split('，')
+        .map(|kv| {
+            let (k, v) = kv.split_once('：').unwrap();
+            format!("{{\"方面\": \"{k}\", \"描述\": \"x\", \"情感\": \"{v}\"}}")
+        })
+        .collect();
+    let clean = records.join("\n");
+    let slipped = records.join(", ");
+    let p = parse(&clean, &design, &d1(), Mode::Study);
+    assert_eq!((masa_labels(&p), p.study_error), (LABELS.to_vec(), None));
+    // The first pass normalises `}, {` and scores the labels; the second pass, without
+    // normalisation, counts the slip.
+    let p = parse(&slipped, &design, &d1(), Mode::Study);
+    assert_eq!(masa_labels(&p), LABELS);
+    assert!(p.study_error.is_some());
+    assert_eq!(
+        sde_parse::study_format_error(&slipped, &design, &d1()),
+        p.study_error
+    );
+    // Lenient mode reads the records and names the repair.
+    let l = parse(&slipped, &design, &d1(), Mode::Lenient);
+    assert_eq!(masa_labels(&l), LABELS);
+    assert!(repairs(&l).contains(&Repair::Separators));
+}

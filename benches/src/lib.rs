@@ -1,1 +1,219 @@
-//! Criterion benchmarks of the sde engine and parser; see `benches/`.
+//! Workloads shared by the criterion benchmarks (`benches/benches/`) and by the worker binary
+//! that `cargo xtask bench` runs once per workload (`sde-bench-worker`).
+//!
+//! Every workload follows the protocol of `docs/performance.md`: SmolLM2-135M shapes, LoRA
+//! r 8 / alpha 16 / dropout 0 on all seven projections, AdamW at 1e-4, loss on the last 32
+//! tokens, greedy decoding of 32 new tokens after a 128-token prompt, teacher-forced scoring
+//! of a 32-token answer after a 128-token prompt. Inputs are random token ids: the data does
+//! not change the speed.
+
+pub mod corpus;
+
+use candle_core::{Tensor, Var};
+use sde_engine::batch::{EncodedSample, TrainBatch, collate};
+use sde_engine::loss::masked_loss;
+use sde_engine::optim::AdamW;
+use sde_engine::{
+    AdamWConfig, Decoding, GenerateConfig, Llama, LlamaConfig, LoraConfig, LoraTarget, Result,
+    generate, sequence_logprobs,
+};
+
+/// Loss targets per training sequence (the last tokens of each row).
+pub const LOSS_TOKENS: usize = 32;
+/// Prompt length of the decode and scoring workloads.
+pub const PROMPT_TOKENS: usize = 128;
+/// New tokens of the decode workload, and answer tokens of the scoring workload.
+pub const NEW_TOKENS: usize = 32;
+
+/// The architecture of SmolLM2-135M (30 layers, hidden 576, MLP 1536, 9 query and 3 key/value
+/// heads, vocabulary 49152, tied embeddings).
+pub fn smollm2_135m_config() -> LlamaConfig {
+    LlamaConfig {
+        model_type: "llama".into(),
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: Some(3),
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        bos_token_id: Some(1),
+        eos_token_id: Some(2),
+        pad_token_id: Some(2),
+    }
+}
+
+/// A model with SmolLM2-135M shapes and random weights, on the engine's default device.
+pub fn random_smollm2_135m(seed: u64) -> Result<Llama> {
+    Llama::random(smollm2_135m_config(), seed, &sde_engine::default_device()?)
+}
+
+/// The LoRA adapter of the benchmarks: r 8, alpha 16, no dropout, all seven projections.
+pub fn bench_lora() -> LoraConfig {
+    LoraConfig {
+        r: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        targets: LoraTarget::ALL.to_vec(),
+        seed: 42,
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for token ids, so the workloads need no
+/// random-number crate.
+#[derive(Debug, Clone)]
+pub struct Ids(u64);
+
+impl Ids {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// `n` token ids drawn uniformly from the ordinary vocabulary (ids 100 and above, below
+    /// `vocab`), so that no special token appears.
+    pub fn tokens(&mut self, n: usize, vocab: usize) -> Vec<u32> {
+        let span = (vocab.saturating_sub(100)).max(1) as u64;
+        (0..n)
+            .map(|_| (100 + self.next_u64() % span) as u32)
+            .collect()
+    }
+}
+
+/// One LoRA training step repeated on a fixed batch: forward, masked loss on the last
+/// [`LOSS_TOKENS`] tokens of each row, backward, AdamW update. No gradient clipping, as in
+/// the Python peer.
+#[derive(Debug)]
+pub struct TrainStep {
+    vars: Vec<Var>,
+    optimizer: AdamW,
+    batch: TrainBatch,
+    /// Tokens per step (`batch × seq`).
+    pub tokens: usize,
+}
+
+impl TrainStep {
+    /// A step over `batch` random sequences of `seq` tokens. `model` must carry a LoRA adapter
+    /// ([`Llama::add_lora`] with [`bench_lora`]).
+    pub fn new(model: &Llama, batch: usize, seq: usize, seed: u64) -> Result<Self> {
+        let vars: Vec<Var> = model.lora_vars().into_iter().map(|(_, v)| v).collect();
+        if vars.is_empty() {
+            return Err(sde_engine::EngineError::InvalidInput {
+                message: "the benchmark model has no LoRA adapter".into(),
+            });
+        }
+        let optimizer = AdamW::new(
+            vars.clone(),
+            AdamWConfig {
+                lr: 1e-4,
+                ..AdamWConfig::default()
+            },
+        )?;
+        let vocab = model.config().vocab_size;
+        let mut ids = Ids::new(seed);
+        let samples: Vec<EncodedSample> = (0..batch)
+            .map(|index| {
+                let loss_from = seq.saturating_sub(LOSS_TOKENS).max(1);
+                EncodedSample {
+                    index,
+                    input_ids: ids.tokens(seq, vocab),
+                    loss_mask: (0..seq).map(|i| i >= loss_from).collect(),
+                    prompt_len: loss_from,
+                    prompt_tokens_cut: 0,
+                }
+            })
+            .collect();
+        let rows: Vec<&EncodedSample> = samples.iter().collect();
+        let batch = collate(&rows, 0, model.device())?;
+        Ok(Self {
+            vars,
+            optimizer,
+            tokens: batch.n_tokens,
+            batch,
+        })
+    }
+
+    /// Runs one step and returns the loss (mean over the loss tokens).
+    pub fn run(&mut self, model: &Llama) -> Result<f64> {
+        let b = &self.batch;
+        let hidden = model.forward_hidden(&b.input_ids, Some(&b.attention_mask), None, true)?;
+        let loss = masked_loss(
+            &hidden,
+            &b.loss_positions,
+            &b.targets,
+            b.n_loss_tokens,
+            |h| model.logits(h),
+        )?;
+        let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let store = loss.backward()?;
+        let grads = self
+            .vars
+            .iter()
+            .map(|v| match store.get(v.as_tensor()) {
+                Some(g) => Ok(g.detach()),
+                None => Ok(v.as_tensor().zeros_like()?),
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        self.optimizer.step(&grads, 1e-4)?;
+        Ok(value)
+    }
+}
+
+/// `batch` random prompts of [`PROMPT_TOKENS`] tokens.
+pub fn decode_prompts(model: &Llama, batch: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut ids = Ids::new(seed);
+    (0..batch)
+        .map(|_| ids.tokens(PROMPT_TOKENS, model.config().vocab_size))
+        .collect()
+}
+
+/// Greedy decoding of exactly `new_tokens` per prompt (no stop token, no repetition penalty),
+/// all prompts in one batch. Returns the number of new tokens produced.
+pub fn run_decode(model: &Llama, prompts: &[Vec<u32>], new_tokens: usize) -> Result<usize> {
+    let config = GenerateConfig {
+        max_new_tokens: new_tokens,
+        repetition_penalty: 1.0,
+        decoding: Decoding::Greedy,
+        batch_size: prompts.len().max(1),
+        sort_by_length: false,
+    };
+    let out = generate(model, prompts, &[], &config, |_| {})?;
+    Ok(out.iter().map(|g| g.new_tokens()).sum())
+}
+
+/// `batch` random sequences of [`PROMPT_TOKENS`] + [`NEW_TOKENS`] tokens whose last
+/// [`NEW_TOKENS`] are scored.
+pub fn score_items(model: &Llama, batch: usize, seed: u64) -> Vec<(Vec<u32>, usize)> {
+    let mut ids = Ids::new(seed);
+    (0..batch)
+        .map(|_| {
+            (
+                ids.tokens(PROMPT_TOKENS + NEW_TOKENS, model.config().vocab_size),
+                PROMPT_TOKENS,
+            )
+        })
+        .collect()
+}
+
+/// Teacher-forced log-likelihoods of the items in one batch; returns the summed log-likelihood.
+pub fn run_score(model: &Llama, items: &[(Vec<u32>, usize)]) -> Result<f64> {
+    Ok(sequence_logprobs(model, items, items.len().max(1))?
+        .iter()
+        .map(|s| s.sum)
+        .sum())
+}

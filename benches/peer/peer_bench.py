@@ -1,0 +1,243 @@
+"""The Python peer of `cargo xtask bench`: the same workloads in PyTorch + transformers + PEFT.
+
+Runs one workload per process and prints one JSON object on stdout (so that each workload's
+peak RSS is its own). The model is the GGUF the engine uses, dequantized to f32 by
+transformers. Inputs are random token ids; the data does not change the speed.
+
+    python peer_bench.py train      --gguf PATH --batch 8 --seq 128 [--reps 3 --steps 10 --warmup 2]
+    python peer_bench.py train-keep --gguf PATH --batch 8 --seq 128   (lm_head on the last 33 positions)
+    python peer_bench.py decode     --gguf PATH --batch 1             (HF generate, 128 + 32 new)
+    python peer_bench.py score      --gguf PATH --batch 8             (all logits)
+    python peer_bench.py score-keep --gguf PATH --batch 8             (logits_to_keep=33)
+    python peer_bench.py matmul                                       (torch f32 2048^3)
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+THREADS = 2
+LOSS_TOKENS = 32
+PROMPT_TOKENS = 128
+NEW_TOKENS = 32
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
+def reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def load(gguf):
+    from transformers import AutoModelForCausalLM
+
+    directory, name = os.path.split(os.path.abspath(gguf))
+    return AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=name, dtype=torch.float32, attn_implementation="sdpa"
+    )
+
+
+def random_ids(batch, seq, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, vocab, (batch, seq), generator=g)
+
+
+def time_reps(reps, steps, warmup, fn):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def train(args, keep):
+    from peft import LoraConfig, get_peft_model
+
+    started = time.perf_counter()
+    model = load(args.gguf)
+    config = LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(model, config)
+    model.train()
+    load_s = time.perf_counter() - started
+    vocab = model.config.vocab_size
+    ids = random_ids(args.batch, args.seq, vocab, 11)
+    mask = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, : args.seq - LOSS_TOKENS] = -100
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    losses = []
+
+    def step():
+        if keep:
+            out = model(input_ids=ids, attention_mask=mask, logits_to_keep=LOSS_TOKENS + 1)
+            logits = out.logits[:, :-1, :].float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), ids[:, -LOSS_TOKENS:].reshape(-1)
+            )
+        else:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+
+    steps = args.steps or 10
+    reset_peak_rss()
+    times = time_reps(args.reps, steps, 2 if args.warmup is None else args.warmup, step)
+    return {
+        "workload": "train-keep" if keep else "train",
+        "batch": args.batch,
+        "seq": args.seq,
+        "rep_seconds": times,
+        "tokens_per_rep": steps * args.batch * args.seq,
+        "steps_per_rep": steps,
+        "load_seconds": load_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+    }
+
+
+def decode(args):
+    started = time.perf_counter()
+    model = load(args.gguf)
+    model.eval()
+    load_s = time.perf_counter() - started
+    ids = random_ids(args.batch, PROMPT_TOKENS, model.config.vocab_size, 13)
+    mask = torch.ones_like(ids)
+    produced = [0]
+
+    def gen():
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=1.0,
+                pad_token_id=model.config.eos_token_id or 0,
+            )
+        produced[0] = (out.shape[1] - PROMPT_TOKENS) * args.batch
+
+    steps = args.steps or 3
+    reset_peak_rss()
+    times = time_reps(args.reps, steps, 1 if args.warmup is None else args.warmup, gen)
+    return {
+        "workload": "decode",
+        "batch": args.batch,
+        "seq": PROMPT_TOKENS,
+        "new_tokens": NEW_TOKENS,
+        "rep_seconds": times,
+        "tokens_per_rep": steps * produced[0],
+        "steps_per_rep": steps,
+        "load_seconds": load_s,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def score(args, keep):
+    started = time.perf_counter()
+    model = load(args.gguf)
+    model.eval()
+    load_s = time.perf_counter() - started
+    seq = PROMPT_TOKENS + NEW_TOKENS
+    ids = random_ids(args.batch, seq, model.config.vocab_size, 17)
+    mask = torch.ones_like(ids)
+
+    def forward():
+        with torch.inference_mode():
+            if keep:
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=NEW_TOKENS + 1).logits
+                logits = logits[:, :-1, :]
+            else:
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, PROMPT_TOKENS - 1 : -1, :]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            return logp.gather(-1, ids[:, PROMPT_TOKENS:].unsqueeze(-1)).sum().item()
+
+    steps = args.steps or 5
+    reset_peak_rss()
+    times = time_reps(args.reps, steps, 2 if args.warmup is None else args.warmup, forward)
+    return {
+        "workload": "score-keep" if keep else "score",
+        "batch": args.batch,
+        "seq": seq,
+        "rep_seconds": times,
+        "tokens_per_rep": steps * args.batch * seq,
+        "steps_per_rep": steps,
+        "load_seconds": load_s,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def matmul(args):
+    n = 2048
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    a @ b
+    gflops = []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        calls = 0
+        while calls == 0 or time.perf_counter() - start < 1.0:
+            a @ b
+            calls += 1
+        gflops.append(2.0 * n * n * n * calls / (time.perf_counter() - start) / 1e9)
+    return {"workload": "matmul", "m": n, "k": n, "n": n, "gflops": gflops}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workload", choices=["train", "train-keep", "decode", "score", "score-keep", "matmul"])
+    parser.add_argument("--gguf")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--warmup", type=int)
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    if args.workload != "matmul" and not args.gguf:
+        parser.error("--gguf is required")
+    if args.workload in ("train", "train-keep"):
+        report = train(args, args.workload == "train-keep")
+    elif args.workload == "decode":
+        report = decode(args)
+    elif args.workload in ("score", "score-keep"):
+        report = score(args, args.workload == "score-keep")
+    else:
+        report = matmul(args)
+    import importlib.metadata as md
+
+    report["versions"] = {
+        p: md.version(p) for p in ("torch", "transformers", "peft", "gguf")
+    }
+    report["threads"] = torch.get_num_threads()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -70,6 +70,18 @@ fn read_samples(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<SampleR
     Ok(rows)
 }
 
+/// One line of a predictions file.
+#[derive(serde::Serialize)]
+struct PredictionRow<'a> {
+    id: &'a str,
+    prompt: &'a str,
+    target: &'a str,
+    prediction: String,
+    finish_reason: FinishReason,
+    prompt_tokens: usize,
+    new_tokens: usize,
+}
+
 /// Style of every progress bar; plain when `NO_COLOR` is set.
 fn bar(len: u64, template_extra: &str) -> ProgressBar {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -515,15 +527,15 @@ fn predict_run(
     );
     let mut buf = Vec::new();
     for (r, g) in rows.iter().zip(&gens) {
-        let row = serde_json::json!({
-            "id": r.id,
-            "prompt": r.prompt,
-            "target": r.completion,
-            "prediction": tok.decode(&g.tokens, true)?,
-            "finish_reason": match g.finish_reason { FinishReason::Eos => "eos", FinishReason::Length => "length" },
-            "prompt_tokens": g.prompt_tokens,
-            "new_tokens": g.new_tokens(),
-        });
+        let row = PredictionRow {
+            id: &r.id,
+            prompt: &r.prompt,
+            target: &r.completion,
+            prediction: tok.decode(&g.tokens, true)?,
+            finish_reason: g.finish_reason,
+            prompt_tokens: g.prompt_tokens,
+            new_tokens: g.new_tokens(),
+        };
         serde_json::to_writer(&mut buf, &row)?;
         buf.write_all(b"\n")?;
     }

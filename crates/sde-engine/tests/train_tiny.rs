@@ -147,3 +147,20 @@ fn a_non_finite_loss_names_step_and_batch() {
         other => panic!("unexpected error {other}"),
     }
 }
+
+#[test]
+fn dropout_is_seeded_too() {
+    let run = |seed| {
+        let mut model = base();
+        let cfg = TrainConfig {
+            dropout: 0.1,
+            epochs: 2,
+            ..config(seed)
+        };
+        model.add_lora(&cfg.lora_config()).unwrap();
+        train(&model, &samples(), 2, &cfg, |_| {}).unwrap();
+        adapter_bytes(&model).unwrap()
+    };
+    assert_eq!(run(4), run(4));
+    assert_ne!(run(4), run(5));
+}

@@ -29,6 +29,8 @@ enum Command {
     Slurm(SlurmArgs),
     /// Gather the finished cells of several results folders and report over all of them.
     Merge(MergeArgs),
+    /// Measure the engine and the Python stack side by side; write docs/performance.md.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Which study: preset, config file, overrides, results folder.
@@ -169,6 +171,7 @@ pub fn make_runner(knobs: &Knobs) -> Result<Box<dyn CellRunner>> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Reproduce(args) => reproduce(args),
+        Command::Bench(args) => crate::bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Report(study) => {
             let knobs = study.knobs()?;
             let out = study.out();

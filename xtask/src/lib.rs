@@ -5,6 +5,7 @@
 //! (skip finished cells, run the rest through a [`runner::CellRunner`], progress bars) →
 //! [`report`] (`results.parquet`, [`tables`], [`plots`], `report.html`).
 
+pub mod bench;
 pub mod cell;
 pub mod cli;
 pub mod cost;

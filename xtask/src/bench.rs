@@ -1,0 +1,791 @@
+//! `cargo xtask bench`: the engine and the Python stack (PyTorch + transformers + PEFT) on the
+//! same workloads, side by side in one run, written to `docs/performance.md`.
+//!
+//! Each workload runs in its own child process on both sides, so each peak RSS is its own: the
+//! engine through the `sde-bench-worker` binary of `benches/`, the peer through
+//! `benches/peer/peer_bench.py` in a virtual environment that this command creates once under
+//! the cache root (`$SDE_CACHE_DIR/peer-venv`, about 5.6 GB) with the pinned versions of
+//! `benches/peer/requirements.txt`. Both sides load the engine's default model (the GGUF,
+//! dequantized to f32), use 2 threads and print one JSON object per workload; every number in
+//! the report comes from those objects.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+/// FP32 FMA peak of the project's reference machine (AVX-512, 2 threads), in GFLOP/s, as
+/// measured for the peer baseline. A constant: it is not measured by this command.
+const FMA_PEAK_GFLOPS: f64 = 540.0;
+
+/// Weights of the 30 decoder layers' linears of SmolLM2-135M.
+const N_BODY: f64 = 30.0 * 3_538_944.0;
+/// Weights of the (tied) vocabulary projection.
+const N_HEAD: f64 = 576.0 * 49_152.0;
+/// LoRA weights (r 8 on the seven projections of every layer).
+const N_LORA: f64 = 2_442_240.0;
+/// Attention width (heads × head size) and layers.
+const ATTN_WIDTH: f64 = 576.0;
+const LAYERS: f64 = 30.0;
+const LOSS_TOKENS: usize = 32;
+const PROMPT_TOKENS: usize = 128;
+const NEW_TOKENS: usize = 32;
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// One rep of one step per workload after one warm-up: checks the harness end to end in a
+    /// few minutes; the numbers are noisy.
+    #[arg(long)]
+    quick: bool,
+    /// Timed reps per workload (the median is reported).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Run only the workloads whose id contains this text (e.g. `train`, `b8x256`, `decode`).
+    #[arg(long)]
+    only: Option<String>,
+    /// Measure the engine only.
+    #[arg(long)]
+    skip_peer: bool,
+    /// The GGUF to load (default: the engine's default model, fetched when missing).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// Python interpreter of the peer (default: the cached venv, created when missing).
+    #[arg(long, env = "SDE_PEER_PYTHON")]
+    python: Option<PathBuf>,
+    /// The Markdown report.
+    #[arg(long, default_value = "docs/performance.md")]
+    out: PathBuf,
+    /// The raw results (every JSON object of both sides).
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+    /// A note printed at the top of the report (e.g. what else ran on the machine).
+    #[arg(long)]
+    note: Option<String>,
+}
+
+/// One workload, run on both sides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Workload {
+    Train { batch: usize, seq: usize },
+    Decode { batch: usize },
+    Score { batch: usize },
+}
+
+impl Workload {
+    fn all() -> Vec<Self> {
+        let mut out: Vec<Self> = [(4, 128), (8, 128), (4, 256), (8, 256)]
+            .into_iter()
+            .map(|(batch, seq)| Self::Train { batch, seq })
+            .collect();
+        out.extend([
+            Self::Decode { batch: 1 },
+            Self::Decode { batch: 8 },
+            Self::Score { batch: 8 },
+        ]);
+        out
+    }
+
+    fn id(&self) -> String {
+        match self {
+            Self::Train { batch, seq } => format!("train-b{batch}x{seq}"),
+            Self::Decode { batch } => format!("decode-b{batch}"),
+            Self::Score { batch } => format!("score-b{batch}"),
+        }
+    }
+
+    /// Worker arguments: workload name and shape.
+    fn args(&self, name: &str) -> Vec<String> {
+        let mut v = vec![name.to_string()];
+        match self {
+            Self::Train { batch, seq } => v.extend([
+                "--batch".into(),
+                batch.to_string(),
+                "--seq".into(),
+                seq.to_string(),
+            ]),
+            Self::Decode { batch } | Self::Score { batch } => {
+                v.extend(["--batch".into(), batch.to_string()])
+            }
+        }
+        v
+    }
+
+    /// (engine worker name, peer variants with their labels).
+    fn sides(&self) -> (&'static str, Vec<(&'static str, &'static str)>) {
+        match self {
+            Self::Train { .. } => (
+                "train",
+                vec![
+                    ("train", "PEFT LoRA, all logits (the standard recipe)"),
+                    ("train-keep", "PEFT LoRA, lm_head on the last 33 positions"),
+                ],
+            ),
+            Self::Decode { .. } => ("decode", vec![("decode", "HF generate()")]),
+            Self::Score { .. } => (
+                "score",
+                vec![
+                    ("score", "transformers, all logits"),
+                    ("score-keep", "transformers, logits_to_keep=33"),
+                ],
+            ),
+        }
+    }
+}
+
+/// Protocol: timed reps, calls per rep, warm-up calls.
+#[derive(Debug, Clone, Copy)]
+struct Protocol {
+    reps: usize,
+    quick: bool,
+}
+
+impl Protocol {
+    fn flags(&self, w: &Workload) -> Vec<String> {
+        let (steps, warmup) = if self.quick {
+            (1, 1)
+        } else {
+            match w {
+                Workload::Train { .. } => (10, 2),
+                Workload::Decode { .. } => (3, 1),
+                Workload::Score { .. } => (5, 2),
+            }
+        };
+        [
+            "--reps",
+            &self.reps.to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// Attention FLOPs per token (QKᵀ and PV) at an average context of `ctx` keys.
+fn attn(ctx: f64) -> f64 {
+    4.0 * ATTN_WIDTH * ctx * LAYERS
+}
+
+/// Executed FLOPs per token of a LoRA train step at sequence `seq` with the vocabulary
+/// projection on `head_positions` of the `seq` positions: the base forward and its activation
+/// gradients (no weight gradients), three times the adapters, three times the attention.
+fn train_flops_per_token(seq: usize, head_positions: usize) -> f64 {
+    let s = seq as f64;
+    let head = N_HEAD * head_positions as f64 / s;
+    2.0 * 2.0 * (N_BODY + head) + 3.0 * 2.0 * N_LORA + 3.0 * attn((s + 1.0) / 2.0)
+}
+
+/// Executed FLOPs per token of a forward pass over `seq` tokens with the vocabulary
+/// projection on `head_positions` of them.
+fn forward_flops_per_token(seq: usize, head_positions: usize) -> f64 {
+    let s = seq as f64;
+    2.0 * (N_BODY + N_HEAD * head_positions as f64 / s) + attn((s + 1.0) / 2.0)
+}
+
+/// Executed FLOPs of one greedy generation per row: the prefill (logits for the last position)
+/// and one forward per new token after the first.
+fn generation_flops_per_row() -> f64 {
+    let prefill = PROMPT_TOKENS as f64 * forward_flops_per_token(PROMPT_TOKENS, 1);
+    let steps: f64 = (1..NEW_TOKENS)
+        .map(|i| 2.0 * (N_BODY + N_HEAD) + attn((PROMPT_TOKENS + i + 1) as f64))
+        .sum();
+    prefill + steps
+}
+
+/// FLOPs per counted token of one side's run of `w` (`peer_variant` for the peer).
+fn flops_per_token(w: &Workload, variant: &str) -> f64 {
+    match (w, variant) {
+        (Workload::Train { seq, .. }, "train") => train_flops_per_token(*seq, *seq),
+        (Workload::Train { seq, .. }, "train-keep") => train_flops_per_token(*seq, LOSS_TOKENS + 1),
+        (Workload::Train { seq, .. }, _) => train_flops_per_token(*seq, LOSS_TOKENS),
+        (Workload::Score { .. }, "score") => {
+            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, PROMPT_TOKENS + NEW_TOKENS)
+        }
+        (Workload::Score { .. }, "score-keep") => {
+            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, NEW_TOKENS + 1)
+        }
+        (Workload::Score { .. }, _) => {
+            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, NEW_TOKENS)
+        }
+        (Workload::Decode { .. }, _) => generation_flops_per_row() / NEW_TOKENS as f64,
+    }
+}
+
+/// Median, min and max of tokens/s over the reps of one result object.
+fn rates(result: &Value) -> Option<(f64, f64, f64)> {
+    let tokens = result.get("tokens_per_rep")?.as_f64()?;
+    let mut r: Vec<f64> = result
+        .get("rep_seconds")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .map(|s| tokens / s)
+        .collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    Some((median(&r), r[0], r[r.len() - 1]))
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn median_of(v: &Value, key: &str) -> Option<f64> {
+    let mut x: Vec<f64> = v
+        .get(key)?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    if x.is_empty() {
+        return None;
+    }
+    x.sort_by(f64::total_cmp);
+    Some(median(&x))
+}
+
+/// Runs `cmd`, returning the JSON object on the last line of its stdout.
+fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("{what}: cannot start"))?;
+    if !out.status.success() {
+        bail!("{what}: exited with {}", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("{what}: no JSON on stdout"))?;
+    serde_json::from_str(line).with_context(|| format!("{what}: bad JSON {line}"))
+}
+
+/// Builds the engine's worker in release mode and returns its path.
+fn build_worker(root: &Path) -> Result<PathBuf> {
+    eprintln!("building sde-bench-worker (release)...");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "sde-benches",
+            "--bin",
+            "sde-bench-worker",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!("building sde-bench-worker failed");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "sde-bench-worker")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not report the sde-bench-worker executable")
+}
+
+/// The peer's Python: `explicit`, else the cached venv, created and filled on first use.
+fn peer_python(root: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let requirements = root.join("benches/peer/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let venv = sde_engine::cache_dir().join("peer-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join("sde-requirements.txt");
+    if std::fs::read_to_string(&marker).is_ok_and(|have| have == wanted) && python.is_file() {
+        return Ok(python);
+    }
+    if !python.is_file() {
+        eprintln!("creating the peer venv at {}...", venv.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("cannot run python3 -m venv")?;
+        if !status.success() {
+            bail!("python3 -m venv {} failed", venv.display());
+        }
+    }
+    eprintln!(
+        "installing the peer's packages into {} (about 5.6 GB, once)...",
+        venv.display()
+    );
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+        .arg(&requirements)
+        .status()
+        .context("cannot run pip")?;
+    if !status.success() {
+        bail!("pip install -r {} failed", requirements.display());
+    }
+    std::fs::write(&marker, wanted).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(python)
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Writes `text` to `path` atomically.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+}
+
+/// One measured row of the report.
+struct Row {
+    side: &'static str,
+    tool: String,
+    tok_s: f64,
+    min: f64,
+    max: f64,
+    gflops: f64,
+    rss: Option<f64>,
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let root = std::env::current_dir()?;
+    let protocol = Protocol {
+        reps: args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
+        quick: args.quick,
+    };
+    let gguf = match &args.gguf {
+        Some(p) => p.clone(),
+        None => sde_engine::default_model_path().context("resolving the default model")?,
+    };
+    let gguf_arg = gguf.to_string_lossy().into_owned();
+    let worker = build_worker(&root)?;
+    let python = if args.skip_peer {
+        None
+    } else {
+        Some(peer_python(&root, args.python.as_deref())?)
+    };
+    let peer_script = root.join("benches/peer/peer_bench.py");
+    let load_start = load_average();
+    let started = std::time::SystemTime::now();
+    let workloads: Vec<Workload> = Workload::all()
+        .into_iter()
+        .filter(|w| args.only.as_deref().is_none_or(|o| w.id().contains(o)))
+        .collect();
+
+    let sde_cmd = |a: &[String]| {
+        let mut c = Command::new(&worker);
+        c.args(a).env("RAYON_NUM_THREADS", "2");
+        c
+    };
+    let peer_cmd = |py: &Path, a: &[String]| {
+        let mut c = Command::new(py);
+        c.arg(&peer_script)
+            .args(a)
+            .env("OMP_NUM_THREADS", "2")
+            .env("TOKENIZERS_PARALLELISM", "false");
+        c
+    };
+
+    eprintln!("matmul peak (f32 2048^3)...");
+    let reps = ["--reps".to_string(), protocol.reps.to_string()];
+    let sde_matmul = run_json(
+        sde_cmd(&[&["matmul".to_string()][..], &reps].concat()),
+        "engine matmul",
+    )
+    .ok();
+    let peer_matmul = match &python {
+        Some(py) => run_json(
+            peer_cmd(py, &[&["matmul".to_string()][..], &reps].concat()),
+            "peer matmul",
+        )
+        .ok(),
+        None => None,
+    };
+    let sde_peak = sde_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
+    let peer_peak = peer_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
+
+    let mut raw = Vec::new();
+    let mut table: Vec<(Workload, Vec<Row>)> = Vec::new();
+    for w in &workloads {
+        let (sde_name, peer_variants) = w.sides();
+        let mut rows = Vec::new();
+        let mut sde_args = w.args(sde_name);
+        sde_args.extend(protocol.flags(w));
+        sde_args.extend(["--gguf".into(), gguf_arg.clone()]);
+        eprintln!("{}: engine...", w.id());
+        match run_json(sde_cmd(&sde_args), &format!("engine {}", w.id())) {
+            Ok(v) => {
+                if let Some((tok_s, min, max)) = rates(&v) {
+                    rows.push(Row {
+                        side: "sde",
+                        tool: "sde engine (candle)".into(),
+                        tok_s,
+                        min,
+                        max,
+                        gflops: tok_s * flops_per_token(w, sde_name) / 1e9,
+                        rss: v["peak_rss_mib"].as_f64(),
+                    });
+                }
+                raw.push(json!({"side": "sde", "id": w.id(), "result": v}));
+            }
+            Err(e) => {
+                eprintln!("  {e:#}");
+                raw.push(json!({"side": "sde", "id": w.id(), "error": format!("{e:#}")}));
+            }
+        }
+        for (variant, label) in peer_variants {
+            let Some(py) = &python else { continue };
+            let mut peer_args = w.args(variant);
+            peer_args.extend(protocol.flags(w));
+            peer_args.extend(["--gguf".into(), gguf_arg.clone()]);
+            eprintln!("{}: peer {variant}...", w.id());
+            match run_json(
+                peer_cmd(py, &peer_args),
+                &format!("peer {variant} {}", w.id()),
+            ) {
+                Ok(v) => {
+                    if let Some((tok_s, min, max)) = rates(&v) {
+                        rows.push(Row {
+                            side: variant,
+                            tool: label.into(),
+                            tok_s,
+                            min,
+                            max,
+                            gflops: tok_s * flops_per_token(w, variant) / 1e9,
+                            rss: v["peak_rss_mib"].as_f64(),
+                        });
+                    }
+                    raw.push(
+                        json!({"side": "peer", "variant": variant, "id": w.id(), "result": v}),
+                    );
+                }
+                Err(e) => {
+                    eprintln!("  {e:#}");
+                    raw.push(json!({"side": "peer", "variant": variant, "id": w.id(), "error": format!("{e:#}")}));
+                }
+            }
+        }
+        table.push((*w, rows));
+    }
+    let load_end = load_average();
+    let peer_versions = raw
+        .iter()
+        .find_map(|r| r["result"].get("versions").cloned());
+
+    let all = json!({
+        "engine_matmul": sde_matmul, "peer_matmul": peer_matmul, "workloads": raw,
+        "load_average_start": load_start, "load_average_end": load_end, "quick": args.quick, "reps": protocol.reps,
+    });
+    write_atomic(&args.json, &serde_json::to_string_pretty(&all)?)?;
+
+    let md = render(&Report {
+        args,
+        protocol,
+        table: &table,
+        sde_peak,
+        peer_peak,
+        load: (load_start, load_end),
+        started,
+        peer_versions,
+        gguf: &gguf,
+    });
+    write_atomic(&args.out, &md)?;
+    eprintln!("wrote {} and {}", args.out.display(), args.json.display());
+    Ok(())
+}
+
+struct Report<'a> {
+    args: &'a BenchArgs,
+    protocol: Protocol,
+    table: &'a [(Workload, Vec<Row>)],
+    sde_peak: Option<f64>,
+    peer_peak: Option<f64>,
+    load: (Option<f64>, Option<f64>),
+    started: std::time::SystemTime,
+    peer_versions: Option<Value>,
+    gguf: &'a Path,
+}
+
+fn fmt_opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn render(r: &Report<'_>) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Performance: the engine and the Python stack, side by side\n"
+    );
+    let _ = writeln!(
+        s,
+        "Written by `cargo xtask bench{}` (do not edit by hand: rerun it). Every number below was measured in that one run; none is typed in.\n",
+        if r.args.quick { " --quick" } else { "" }
+    );
+    if let Some(note) = &r.args.note {
+        let _ = writeln!(s, "> **Note:** {note}\n");
+    }
+    let busy = [r.load.0, r.load.1]
+        .into_iter()
+        .flatten()
+        .any(|l| l > 0.5 * cores as f64);
+    if busy {
+        let _ = writeln!(
+            s,
+            "> **The machine was busy during this run** (1-minute load average {} at the start, {} at the end, on {cores} cores): the numbers are not representative; rerun on a quiet machine.\n",
+            fmt_opt(r.load.0, 2),
+            fmt_opt(r.load.1, 2)
+        );
+    }
+    if r.args.quick {
+        let _ = writeln!(
+            s,
+            "> **Quick run**: one rep of one step (generation, scoring pass) per workload after one warm-up; the spreads mean nothing.\n"
+        );
+    }
+    let secs = r
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let _ = writeln!(s, "## Setup\n");
+    let _ = writeln!(
+        s,
+        "- Started at Unix time {secs}; {} ({cores} cores visible); 2 threads on both sides.",
+        cpu_model()
+    );
+    let _ = writeln!(
+        s,
+        "- Model: `{}`, dequantized to f32 on both sides.",
+        r.gguf.display()
+    );
+    let _ = writeln!(
+        s,
+        "- Peer: {}; eager, sdpa, `torch.set_num_threads(2)` (`benches/peer/peer_bench.py`).",
+        r.peer_versions.as_ref().map_or_else(
+            || "not run".to_string(),
+            |v| {
+                v.as_object().map_or_else(String::new, |o| {
+                    o.iter()
+                        .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            }
+        )
+    );
+    let _ = writeln!(
+        s,
+        "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend."
+    );
+    let _ = writeln!(
+        s,
+        "- Protocol: median over {} rep(s); {}; each workload in its own process on each side; peak RSS is VmHWM during the timed part (reset after the model loaded).",
+        r.protocol.reps,
+        if r.protocol.quick {
+            "each rep is 1 call after 1 warm-up".to_string()
+        } else {
+            "train: 10 steps after 2 warm-ups; generation: 3 generations after 1 warm-up; scoring: 5 passes after 2 warm-ups".to_string()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- Workloads: LoRA r 8, alpha 16, dropout 0 on q, k, v, o, gate, up, down; AdamW 1e-4; loss on the last 32 tokens of each row; random token ids. Generation: greedy, 128-token prompts, exactly 32 new tokens. Scoring: 128 + 32 tokens, the 32 scored.\n"
+    );
+
+    let _ = writeln!(s, "## Matmul peak (f32, 2048³, 2 threads)\n");
+    let _ = writeln!(s, "| | GFLOP/s |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| engine (candle) matmul, measured | {} |",
+        fmt_opt(r.sde_peak, 1)
+    );
+    let _ = writeln!(
+        s,
+        "| torch matmul, measured | {} |",
+        fmt_opt(r.peer_peak, 1)
+    );
+    let _ = writeln!(
+        s,
+        "| FP32 FMA peak (AVX-512, 2 threads): a constant from the peer baseline, not measured here | {FMA_PEAK_GFLOPS:.0} |\n"
+    );
+
+    let _ = writeln!(s, "## Results\n");
+    let _ = writeln!(
+        s,
+        "tokens/s counts every token of the batch (batch × sequence) for training and scoring, and new tokens for generation. Executed GFLOP/s = tokens/s × the FLOPs each side actually runs per token (matmuls and attention; a LoRA step counts the base forward and activation gradients, no base weight gradients; the engine projects to the vocabulary only at the loss positions). \"% matmul peak\" divides by the same side's measured 2048³ matmul; \"% FMA peak\" by {FMA_PEAK_GFLOPS:.0}.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | tool | median tok/s | min..max | sde ÷ this | executed GFLOP/s | % matmul peak | % FMA peak | peak RSS MiB |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for (w, rows) in r.table {
+        let sde = rows.iter().find(|x| x.side == "sde").map(|x| x.tok_s);
+        for row in rows {
+            let peak = if row.side == "sde" {
+                r.sde_peak
+            } else {
+                r.peer_peak
+            };
+            let ratio = if row.side == "sde" {
+                "".to_string()
+            } else {
+                sde.map_or("–".into(), |v| format!("{:.2}×", v / row.tok_s))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {:.1}..{:.1} | {} | {:.1} | {} | {:.0}% | {} |",
+                w.id(),
+                row.tool,
+                row.tok_s,
+                row.min,
+                row.max,
+                ratio,
+                row.gflops,
+                peak.map_or("–".into(), |p| format!("{:.0}%", 100.0 * row.gflops / p)),
+                100.0 * row.gflops / FMA_PEAK_GFLOPS,
+                fmt_opt(row.rss, 0)
+            );
+        }
+        if rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "| {} | (failed: see the command's log) | | | | | | | |",
+                w.id()
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## Targets (issue 8)\n");
+    let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
+    let get = |w: &Workload, side: &str| -> Option<&Row> {
+        r.table
+            .iter()
+            .find(|(x, _)| x == w)
+            .and_then(|(_, rows)| rows.iter().find(|row| row.side == side))
+    };
+    let mut target = |name: String, measured: Option<f64>, goal: f64, unit: &str| {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} |",
+            measured.map_or("–".into(), |m| format!("{m:.2}{unit}")),
+            measured.map_or("–", |m| if m >= goal { "yes" } else { "no" })
+        );
+    };
+    for (w, _) in r.table {
+        let sde = get(w, "sde");
+        match w {
+            Workload::Train { .. } => {
+                let ratio = |v: &str| sde.zip(get(w, v)).map(|(a, b)| a.tok_s / b.tok_s);
+                target(
+                    format!("{}: ≥ 2× PEFT tokens/s", w.id()),
+                    ratio("train"),
+                    2.0,
+                    "×",
+                );
+                target(
+                    format!("{}: ≥ 1.5× PEFT with logits only where needed", w.id()),
+                    ratio("train-keep"),
+                    1.5,
+                    "×",
+                );
+                target(
+                    format!("{}: executed GFLOP/s ≥ 50% of the FMA peak", w.id()),
+                    sde.map(|x| x.gflops / FMA_PEAK_GFLOPS * 100.0),
+                    50.0,
+                    "%",
+                );
+                let rss = sde
+                    .and_then(|a| a.rss)
+                    .zip(get(w, "train").and_then(|b| b.rss))
+                    .map(|(a, b)| b / a);
+                target(
+                    format!("{}: peak RSS ≤ the peer's (peer ÷ sde ≥ 1)", w.id()),
+                    rss,
+                    1.0,
+                    "×",
+                );
+            }
+            Workload::Decode { batch } => {
+                let goal = if *batch == 1 { 4.0 } else { 2.0 };
+                let ratio = sde.zip(get(w, "decode")).map(|(a, b)| a.tok_s / b.tok_s);
+                target(
+                    format!("{}: ≥ {goal}× HF generate()", w.id()),
+                    ratio,
+                    goal,
+                    "×",
+                );
+            }
+            Workload::Score { .. } => {
+                let ratio = sde.zip(get(w, "score")).map(|(a, b)| a.tok_s / b.tok_s);
+                target(format!("{}: ≥ 2× the peer", w.id()), ratio, 2.0, "×");
+            }
+        }
+    }
+    let _ = writeln!(s, "\n## Reproduce\n");
+    let _ = writeln!(
+        s,
+        "```sh\ncargo xtask bench            # full protocol, both sides (installs the peer venv once)\ncargo xtask bench --quick    # harness check\ncargo bench -p sde-benches   # criterion benches of the engine and parser alone\n```\n"
+    );
+    let _ = writeln!(s, "Raw results of this run: `{}`.", r.args.json.display());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The FLOP formulas give the per-token MFLOP of the peer baseline's accounting.
+    #[test]
+    fn flop_accounting_matches_the_baseline_table() {
+        let m = |x: f64| (x / 1e6 * 10.0).round() / 10.0;
+        assert_eq!(m(forward_flops_per_token(128, 128)), 273.4);
+        assert_eq!(m(forward_flops_per_token(256, 256)), 277.8);
+        assert_eq!(m(train_flops_per_token(128, 128)), 565.9);
+        assert_eq!(m(train_flops_per_token(256, 256)), 579.2);
+        assert_eq!(m(train_flops_per_token(128, 33)), 481.9);
+        assert_eq!(m(forward_flops_per_token(128, 1)), 217.2);
+        assert_eq!(m(forward_flops_per_token(160, 33)), 229.6);
+    }
+}

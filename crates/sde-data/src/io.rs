@@ -23,7 +23,9 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, excerpt};
-use crate::record::{AspectLabel, Entity, Event, EventRecord, MasaRecord, NerRecord, Record, TaskKind};
+use crate::record::{
+    AspectLabel, Entity, Event, EventRecord, MasaRecord, NerRecord, Record, TaskKind,
+};
 
 /// On-disk formats for records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +63,10 @@ impl FromStr for FileFormat {
 
 /// Writes `path` atomically: `write` fills a temporary file in the same directory, which is
 /// then synced and renamed to `path`. On error the temporary file is removed.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -70,7 +75,11 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Res
         what: "output path",
         message: format!("{} has no file name", path.display()),
     })?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, "create", e))?;
         let mut writer = BufWriter::new(file);
@@ -78,7 +87,8 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Res
         let file = writer
             .into_inner()
             .map_err(|e| DataError::io(&tmp, "write", e.into_error()))?;
-        file.sync_all().map_err(|e| DataError::io(&tmp, "sync", e))?;
+        file.sync_all()
+            .map_err(|e| DataError::io(&tmp, "sync", e))?;
         std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, "rename", e))
     })();
     if result.is_err() {
@@ -95,7 +105,8 @@ pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<()> {
                 what: "record",
                 message: e.to_string(),
             })?;
-            w.write_all(b"\n").map_err(|e| DataError::io(path, "write", e))?;
+            w.write_all(b"\n")
+                .map_err(|e| DataError::io(path, "write", e))?;
         }
         Ok(())
     })
@@ -161,12 +172,16 @@ pub fn to_record_batch(records: &[Record]) -> Result<RecordBatch> {
     let mut annotations = Vec::with_capacity(records.len());
     for r in records {
         let json = match r {
-            Record::Masa(m) => serde_json::to_string(&MasaPart { labels: m.labels.clone() }),
+            Record::Masa(m) => serde_json::to_string(&MasaPart {
+                labels: m.labels.clone(),
+            }),
             Record::Ner(n) => serde_json::to_string(&NerPart {
                 tokens: n.tokens.clone(),
                 entities: n.entities.clone(),
             }),
-            Record::Event(e) => serde_json::to_string(&EventPart { events: e.events.clone() }),
+            Record::Event(e) => serde_json::to_string(&EventPart {
+                events: e.events.clone(),
+            }),
         };
         annotations.push(json.map_err(|e| DataError::Invalid {
             what: "record",
@@ -174,9 +189,15 @@ pub fn to_record_batch(records: &[Record]) -> Result<RecordBatch> {
         })?);
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(records.iter().map(Record::id))),
-        Arc::new(StringArray::from_iter_values(records.iter().map(|r| task_name(r.task())))),
-        Arc::new(StringArray::from_iter_values(records.iter().map(Record::text))),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(Record::id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| task_name(r.task())),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(Record::text),
+        )),
         Arc::new(StringArray::from_iter_values(annotations)),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| DataError::Invalid {
@@ -186,41 +207,98 @@ pub fn to_record_batch(records: &[Record]) -> Result<RecordBatch> {
 }
 
 /// Records from a batch made by [`to_record_batch`]; `path` names the source in errors.
-pub fn from_record_batch(path: &Path, batch: &RecordBatch, first_row: usize) -> Result<Vec<Record>> {
+pub fn from_record_batch(
+    path: &Path,
+    batch: &RecordBatch,
+    first_row: usize,
+) -> Result<Vec<Record>> {
     let column = |name: &str| -> Result<&StringArray> {
         batch
             .column_by_name(name)
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| {
-                DataError::malformed(path, "schema", format!("a Utf8 column `{name}`"), format!("{:?}", batch.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>()))
+                DataError::malformed(
+                    path,
+                    "schema",
+                    format!("a Utf8 column `{name}`"),
+                    format!(
+                        "{:?}",
+                        batch
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect::<Vec<_>>()
+                    ),
+                )
             })
     };
-    let (ids, tasks, texts, notes) = (column("id")?, column("task")?, column("text")?, column("annotations")?);
+    let (ids, tasks, texts, notes) = (
+        column("id")?,
+        column("task")?,
+        column("text")?,
+        column("annotations")?,
+    );
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let row = first_row + i;
         if ids.is_null(i) || tasks.is_null(i) || texts.is_null(i) || notes.is_null(i) {
-            return Err(DataError::malformed(path, format!("row {row}"), "no null values", "a null"));
+            return Err(DataError::malformed(
+                path,
+                format!("row {row}"),
+                "no null values",
+                "a null",
+            ));
         }
-        let (id, text, json) = (ids.value(i).to_string(), texts.value(i).to_string(), notes.value(i));
+        let (id, text, json) = (
+            ids.value(i).to_string(),
+            texts.value(i).to_string(),
+            notes.value(i),
+        );
         let bad = |e: serde_json::Error, expected: &str| {
-            DataError::malformed(path, format!("row {row}, column `annotations`"), expected.to_string(), format!("{} ({e})", excerpt(json)))
+            DataError::malformed(
+                path,
+                format!("row {row}, column `annotations`"),
+                expected.to_string(),
+                format!("{} ({e})", excerpt(json)),
+            )
         };
         let record = match tasks.value(i) {
             "masa" => {
-                let p: MasaPart = serde_json::from_str(json).map_err(|e| bad(e, "{\"labels\": [...]}"))?;
-                Record::Masa(MasaRecord { id, text, labels: p.labels })
+                let p: MasaPart =
+                    serde_json::from_str(json).map_err(|e| bad(e, "{\"labels\": [...]}"))?;
+                Record::Masa(MasaRecord {
+                    id,
+                    text,
+                    labels: p.labels,
+                })
             }
             "ner" => {
-                let p: NerPart = serde_json::from_str(json).map_err(|e| bad(e, "{\"tokens\": [...], \"entities\": [...]}"))?;
-                Record::Ner(NerRecord { id, text, tokens: p.tokens, entities: p.entities })
+                let p: NerPart = serde_json::from_str(json)
+                    .map_err(|e| bad(e, "{\"tokens\": [...], \"entities\": [...]}"))?;
+                Record::Ner(NerRecord {
+                    id,
+                    text,
+                    tokens: p.tokens,
+                    entities: p.entities,
+                })
             }
             "event" => {
-                let p: EventPart = serde_json::from_str(json).map_err(|e| bad(e, "{\"events\": [...]}"))?;
-                Record::Event(EventRecord { id, text, events: p.events })
+                let p: EventPart =
+                    serde_json::from_str(json).map_err(|e| bad(e, "{\"events\": [...]}"))?;
+                Record::Event(EventRecord {
+                    id,
+                    text,
+                    events: p.events,
+                })
             }
             other => {
-                return Err(DataError::malformed(path, format!("row {row}, column `task`"), "masa, ner or event", format!("{other:?}")));
+                return Err(DataError::malformed(
+                    path,
+                    format!("row {row}, column `task`"),
+                    "masa, ner or event",
+                    format!("{other:?}"),
+                ));
             }
         };
         out.push(record);
@@ -279,6 +357,11 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     match FileFormat::from_path(path) {
         Some(FileFormat::Jsonl) => read_jsonl(path),
         Some(FileFormat::Parquet) => read_parquet(path),
-        None => Err(DataError::malformed(path, "file name", "extension .jsonl or .parquet", format!("{:?}", path.extension()))),
+        None => Err(DataError::malformed(
+            path,
+            "file name",
+            "extension .jsonl or .parquet",
+            format!("{:?}", path.extension()),
+        )),
     }
 }

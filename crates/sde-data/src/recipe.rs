@@ -185,8 +185,7 @@ impl Recipe {
     /// Reads and validates a recipe file.
     pub fn load(path: impl AsRef<Path>) -> Result<Recipe> {
         let path = path.as_ref();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| DataError::io(path, "read", e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, "read", e))?;
         Recipe::parse(&text, path)
     }
 
@@ -216,7 +215,9 @@ impl Recipe {
         for (name, members) in &self.domains {
             for m in members {
                 if !keys.contains(m.as_str()) {
-                    return err(format!("domain `{name}` lists `{m}`, which is not an aspect key"));
+                    return err(format!(
+                        "domain `{name}` lists `{m}`, which is not an aspect key"
+                    ));
                 }
             }
         }
@@ -245,9 +246,7 @@ impl Recipe {
             LoaderKind::GeniaJson | LoaderKind::GeniaRaw | LoaderKind::Conll2003 => {
                 Some(TaskKind::Ner)
             }
-            LoaderKind::MavenFewshotJson | LoaderKind::MavenHeuristicJsonl => {
-                Some(TaskKind::Event)
-            }
+            LoaderKind::MavenFewshotJson | LoaderKind::MavenHeuristicJsonl => Some(TaskKind::Event),
             LoaderKind::Synthetic => None,
         };
         if let Some(t) = task_of_loader
@@ -358,7 +357,12 @@ impl Recipe {
     /// Domain names: `all` and every `[domains]` entry.
     pub fn domain_names(&self) -> Vec<&str> {
         let mut names = vec!["all"];
-        names.extend(self.domains.keys().map(String::as_str).filter(|n| *n != "all"));
+        names.extend(
+            self.domains
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != "all"),
+        );
         names
     }
 
@@ -396,7 +400,8 @@ impl Recipe {
 
     /// Loads one split. `data_root` may be `None` for synthetic recipes.
     pub fn load_split(&self, split: &str, data_root: Option<&Path>) -> Result<Vec<Record>> {
-        self.load_split_with_report(split, data_root).map(|(r, _)| r)
+        self.load_split_with_report(split, data_root)
+            .map(|(r, _)| r)
     }
 
     /// Loads one split and reports what the loader mapped or dropped.
@@ -474,7 +479,10 @@ impl Recipe {
     }
 
     fn load_file(&self, path: &Path, prefix: &str) -> Result<(Vec<Record>, LoadReport)> {
-        fn wrap<T>(r: Result<(Vec<T>, LoadReport)>, f: fn(T) -> Record) -> Result<(Vec<Record>, LoadReport)> {
+        fn wrap<T>(
+            r: Result<(Vec<T>, LoadReport)>,
+            f: fn(T) -> Record,
+        ) -> Result<(Vec<Record>, LoadReport)> {
             r.map(|(v, rep)| (v.into_iter().map(f).collect(), rep))
         }
         match self.loader {
@@ -514,9 +522,10 @@ impl Recipe {
             LoaderKind::MavenFewshotJson => {
                 wrap(load::maven::load_fewshot(path, prefix), Record::Event)
             }
-            LoaderKind::MavenHeuristicJsonl => {
-                wrap(load::maven::load_heuristic_prompts(path, prefix), Record::Event)
-            }
+            LoaderKind::MavenHeuristicJsonl => wrap(
+                load::maven::load_heuristic_prompts(path, prefix),
+                Record::Event,
+            ),
             LoaderKind::Conll2003 => wrap(load::conll::load(path, prefix), Record::Ner),
             LoaderKind::Synthetic => Ok((Vec::new(), LoadReport::default())),
         }

@@ -394,12 +394,25 @@ mod tests {
         );
         assert_eq!(
             d1.aspects.iter().map(|a| a.zh.as_str()).collect::<Vec<_>>(),
-            ["食品评价", "饮品评价", "价格水平", "卫生情况", "服务人员态度", "停车方便程度"]
+            [
+                "食品评价",
+                "饮品评价",
+                "价格水平",
+                "卫生情况",
+                "服务人员态度",
+                "停车方便程度"
+            ]
         );
         let d2 = Domain::study_d2();
         assert_eq!(
             d2.aspects.iter().map(|a| a.zh.as_str()).collect::<Vec<_>>(),
-            ["交通便利程度", "排队等候情况", "点菜上菜速度", "装修情况", "嘈杂情况"]
+            [
+                "交通便利程度",
+                "排队等候情况",
+                "点菜上菜速度",
+                "装修情况",
+                "嘈杂情况"
+            ]
         );
         let all = Domain::study_all();
         assert_eq!(all.len(), 11);

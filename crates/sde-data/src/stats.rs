@@ -25,7 +25,11 @@ pub struct SplitStats {
 pub fn split_stats(records: &[Record], domain: &Domain) -> SplitStats {
     let mut stats = SplitStats {
         records: records.len(),
-        aspect_labels: domain.aspects.iter().map(|a| (a.key.clone(), [0; 4])).collect(),
+        aspect_labels: domain
+            .aspects
+            .iter()
+            .map(|a| (a.key.clone(), [0; 4]))
+            .collect(),
         ..SplitStats::default()
     };
     for r in records {

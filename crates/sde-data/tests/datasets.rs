@@ -51,9 +51,19 @@ fn mams_acsa_counts() {
     let (train, _) = load("mams-acsa", "train", &root);
     let domain = Recipe::find("mams-acsa").unwrap().domain("all").unwrap();
     let stats = split_stats(&train, &domain);
-    let food = stats.aspect_labels.iter().find(|(k, _)| k == "food").unwrap().1;
+    let food = stats
+        .aspect_labels
+        .iter()
+        .find(|(k, _)| k == "food")
+        .unwrap()
+        .1;
     assert_eq!(food[0] + food[1] + food[2], 2307);
-    let misc = stats.aspect_labels.iter().find(|(k, _)| k == "misc").unwrap().1;
+    let misc = stats
+        .aspect_labels
+        .iter()
+        .find(|(k, _)| k == "misc")
+        .unwrap()
+        .1;
     assert_eq!(misc[0] + misc[1] + misc[2], 954);
     assert_eq!(train[0].id(), "mams-acsa/train/0");
 }
@@ -81,7 +91,10 @@ fn semeval_counts_and_conflict_policy() {
     recipe.options.conflict = sde_data::load::acsa::ConflictPolicy::DropRecord;
     recipe.splits[0].size = None;
     let (kept, report) = recipe.load_split_with_report("train", Some(&root)).unwrap();
-    assert_eq!(kept.len() + report.get("sentences with conflict labels dropped"), 3044);
+    assert_eq!(
+        kept.len() + report.get("sentences with conflict labels dropped"),
+        3044
+    );
     assert!(kept.len() < 3044);
 }
 
@@ -100,7 +113,9 @@ fn asap_sample_counts() {
         assert_eq!(totals("asap-sample", &records), counts, "{split}");
     }
     let (train, _) = load("asap-sample", "train", &root);
-    let Record::Masa(first) = &train[0] else { panic!() };
+    let Record::Masa(first) = &train[0] else {
+        panic!()
+    };
     assert_eq!(first.id, "asap-sample/train/46277");
     assert!(first.text.starts_with("状元楼饭店"));
     let d2 = Recipe::find("asap-sample").unwrap().domain("d2").unwrap();
@@ -110,7 +125,11 @@ fn asap_sample_counts() {
 #[test]
 fn sentihood_counts() {
     let Some(root) = root() else { return };
-    for (split, sentences, opinions) in [("train", 2977, 3396), ("dev", 747, 838), ("test", 1491, 1677)] {
+    for (split, sentences, opinions) in [
+        ("train", 2977, 3396),
+        ("dev", 747, 838),
+        ("test", 1491, 1677),
+    ] {
         let (records, report) = load("sentihood", split, &root);
         assert_eq!(report.get("sentences"), sentences);
         assert_eq!(report.get("opinions"), opinions);
@@ -130,7 +149,13 @@ fn genia_test_json_counts() {
     let domain = Recipe::find("genia").unwrap().domain("all").unwrap();
     let stats = split_stats(&records, &domain);
     assert_eq!(stats.mentions, 5506);
-    let expect = [("protein", 3084), ("DNA", 1262), ("cell_type", 606), ("cell_line", 445), ("RNA", 109)];
+    let expect = [
+        ("protein", 3084),
+        ("DNA", 1262),
+        ("cell_type", 606),
+        ("cell_line", 445),
+        ("RNA", 109),
+    ];
     for (kind, n) in expect {
         assert_eq!(stats.type_counts[kind], n, "{kind}");
     }
@@ -147,7 +172,11 @@ fn genia_test_json_counts() {
         .count();
     assert_eq!(nested_sentences, 446);
     assert_eq!(records[0].id(), "genia/test/ge/test/0001");
-    assert!(records[0].text().starts_with("There is a single methionine codon-initiated"));
+    assert!(
+        records[0]
+            .text()
+            .starts_with("There is a single methionine codon-initiated")
+    );
 }
 
 #[test]
@@ -195,11 +224,22 @@ fn maven_heuristic_prompts_counts() {
     let (records, report) = load("maven-heuristic", "test", &root);
     assert_eq!(records.len(), 100);
     assert_eq!(report.get("events"), 147);
-    let domain = Recipe::find("maven-heuristic").unwrap().domain("all").unwrap();
+    let domain = Recipe::find("maven-heuristic")
+        .unwrap()
+        .domain("all")
+        .unwrap();
     let stats = split_stats(&records, &domain);
     let expect = [
-        ("Catastrophe", 23), ("Motion", 20), ("Attack", 20), ("Hostile_encounter", 18), ("Causation", 13),
-        ("Competition", 13), ("Killing", 13), ("Process_start", 12), ("Social_event", 8), ("Conquering", 7),
+        ("Catastrophe", 23),
+        ("Motion", 20),
+        ("Attack", 20),
+        ("Hostile_encounter", 18),
+        ("Causation", 13),
+        ("Competition", 13),
+        ("Killing", 13),
+        ("Process_start", 12),
+        ("Social_event", 8),
+        ("Conquering", 7),
     ];
     for (kind, n) in expect {
         assert_eq!(stats.type_counts[kind], n, "{kind}");
@@ -220,7 +260,12 @@ fn conll2003_counts() {
         let domain = Recipe::find("conll2003").unwrap().domain("all").unwrap();
         let stats = split_stats(&records, &domain);
         assert_eq!(
-            [stats.type_counts["PER"], stats.type_counts["LOC"], stats.type_counts["ORG"], stats.type_counts["MISC"]],
+            [
+                stats.type_counts["PER"],
+                stats.type_counts["LOC"],
+                stats.type_counts["ORG"],
+                stats.type_counts["MISC"]
+            ],
             [per, loc, org, misc],
             "{split}"
         );

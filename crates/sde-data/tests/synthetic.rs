@@ -21,7 +21,11 @@ fn same_seed_gives_byte_identical_output_and_splits_differ() {
         assert_eq!(a.len(), 500);
         assert_eq!(jsonl_bytes(&a), jsonl_bytes(&b), "{name}");
         let test = recipe.load_split("test", None).unwrap();
-        assert_ne!(a[0].text(), test[0].text(), "{name}: dev and test share a first record");
+        assert_ne!(
+            a[0].text(),
+            test[0].text(),
+            "{name}: dev and test share a first record"
+        );
         let mut reseeded = recipe.clone();
         reseeded.seed += 1;
         let c = reseeded.load_split("dev", None).unwrap();
@@ -48,10 +52,26 @@ fn masa_label_distribution_is_about_half_unmentioned() {
     assert_eq!(total, 2000 * 11);
     let share = |s: Sentiment| stats.label_totals[s.index()] as f64 / total as f64;
     // Mention rate 0.5; mentioned labels are 45% positive, 33% negative, 22% neutral.
-    assert!((share(Sentiment::Unmentioned) - 0.50).abs() < 0.02, "{:?}", stats.label_totals);
-    assert!((share(Sentiment::Positive) - 0.225).abs() < 0.02, "{:?}", stats.label_totals);
-    assert!((share(Sentiment::Negative) - 0.165).abs() < 0.02, "{:?}", stats.label_totals);
-    assert!((share(Sentiment::Neutral) - 0.11).abs() < 0.02, "{:?}", stats.label_totals);
+    assert!(
+        (share(Sentiment::Unmentioned) - 0.50).abs() < 0.02,
+        "{:?}",
+        stats.label_totals
+    );
+    assert!(
+        (share(Sentiment::Positive) - 0.225).abs() < 0.02,
+        "{:?}",
+        stats.label_totals
+    );
+    assert!(
+        (share(Sentiment::Negative) - 0.165).abs() < 0.02,
+        "{:?}",
+        stats.label_totals
+    );
+    assert!(
+        (share(Sentiment::Neutral) - 0.11).abs() < 0.02,
+        "{:?}",
+        stats.label_totals
+    );
     for (aspect, counts) in &stats.aspect_labels {
         assert!(counts.iter().all(|&c| c > 50), "{aspect}: {counts:?}");
     }
@@ -68,14 +88,21 @@ fn masa_evidence_spans_are_clauses_of_the_text() {
             assert_ne!(label.sentiment, Sentiment::Unmentioned);
             let span = label.evidence.expect("noise-free labels have evidence");
             let clause = span.slice(&r.text).unwrap();
-            assert!(!clause.is_empty() && !clause.ends_with('.') && !clause.starts_with(' '), "{clause:?}");
+            assert!(
+                !clause.is_empty() && !clause.ends_with('.') && !clause.starts_with(' '),
+                "{clause:?}"
+            );
             distinct.insert(clause.to_ascii_lowercase());
         }
         let keys: Vec<&str> = r.labels.iter().map(|l| l.aspect.as_str()).collect();
         let canonical: Vec<&str> = domain.keys().filter(|k| keys.contains(k)).collect();
         assert_eq!(keys, canonical, "labels follow the domain order");
     }
-    assert!(distinct.len() > 1000, "only {} distinct clauses", distinct.len());
+    assert!(
+        distinct.len() > 1000,
+        "only {} distinct clauses",
+        distinct.len()
+    );
     assert!(pattern_count() > 1000, "only {} patterns", pattern_count());
 }
 
@@ -83,10 +110,18 @@ fn masa_evidence_spans_are_clauses_of_the_text() {
 fn masa_domain_subset_and_unknown_aspect() {
     let d2 = Domain::study_d2();
     let records = generate(&d2, &SynthConfig::default(), 1, 50, "t").unwrap();
-    assert!(records.iter().flat_map(|r| &r.labels).all(|l| d2.aspect(&l.aspect).is_some()));
+    assert!(
+        records
+            .iter()
+            .flat_map(|r| &r.labels)
+            .all(|l| d2.aspect(&l.aspect).is_some())
+    );
     let odd = Domain::from_keys("x", &["wifi"]);
     assert!(generate(&odd, &SynthConfig::default(), 1, 5, "t").is_err());
-    let bad = SynthConfig { difficulty: 1.5, ..SynthConfig::default() };
+    let bad = SynthConfig {
+        difficulty: 1.5,
+        ..SynthConfig::default()
+    };
     assert!(generate(&d2, &bad, 1, 5, "t").is_err());
 }
 
@@ -94,21 +129,40 @@ fn masa_domain_subset_and_unknown_aspect() {
 fn label_noise_changes_the_expected_share_of_labels() {
     let domain = Domain::study_d1();
     let clean = generate(&domain, &SynthConfig::default(), 5, 500, "t").unwrap();
-    let noisy_config = SynthConfig { label_noise: 0.3, ..SynthConfig::default() };
+    let noisy_config = SynthConfig {
+        label_noise: 0.3,
+        ..SynthConfig::default()
+    };
     let noisy = generate(&domain, &noisy_config, 5, 500, "t").unwrap();
-    let without_evidence = noisy.iter().flat_map(|r| &r.labels).filter(|l| l.evidence.is_none()).count();
+    let without_evidence = noisy
+        .iter()
+        .flat_map(|r| &r.labels)
+        .filter(|l| l.evidence.is_none())
+        .count();
     assert!(without_evidence > 200, "{without_evidence}");
-    assert!(clean.iter().flat_map(|r| &r.labels).all(|l| l.evidence.is_some()));
+    assert!(
+        clean
+            .iter()
+            .flat_map(|r| &r.labels)
+            .all(|l| l.evidence.is_some())
+    );
 }
 
 /// Accuracy of the keyword baseline over all aspect slots, and over mentioned slots only.
 fn keyword_accuracy(difficulty: f64) -> (f64, f64) {
     let domain = Domain::study_all();
-    let config = SynthConfig { difficulty, ..SynthConfig::default() };
+    let config = SynthConfig {
+        difficulty,
+        ..SynthConfig::default()
+    };
     let records = generate(&domain, &config, 7, 1000, "kb").unwrap();
     let (mut right, mut total, mut m_right, mut m_total) = (0, 0, 0, 0);
     for r in &records {
-        for (a, p) in domain.aspects.iter().zip(keyword_baseline(&r.text, &domain)) {
+        for (a, p) in domain
+            .aspects
+            .iter()
+            .zip(keyword_baseline(&r.text, &domain))
+        {
             let gold = r.sentiment(&a.key);
             total += 1;
             right += usize::from(gold == p);
@@ -125,10 +179,18 @@ fn keyword_accuracy(difficulty: f64) -> (f64, f64) {
 fn keyword_lookup_does_not_solve_the_default_difficulty() {
     let (easy, easy_mentioned) = keyword_accuracy(0.0);
     let (default, default_mentioned) = keyword_accuracy(0.5);
-    eprintln!("keyword baseline: difficulty 0 -> {easy:.3} ({easy_mentioned:.3} on mentioned), 0.5 -> {default:.3} ({default_mentioned:.3})");
+    eprintln!(
+        "keyword baseline: difficulty 0 -> {easy:.3} ({easy_mentioned:.3} on mentioned), 0.5 -> {default:.3} ({default_mentioned:.3})"
+    );
     assert!(default < 0.75, "keyword lookup reaches {default:.3}");
-    assert!(default_mentioned < 0.6, "keyword lookup reaches {default_mentioned:.3} on mentioned aspects");
-    assert!(easy > default + 0.03, "difficulty has no effect: {easy:.3} vs {default:.3}");
+    assert!(
+        default_mentioned < 0.6,
+        "keyword lookup reaches {default_mentioned:.3} on mentioned aspects"
+    );
+    assert!(
+        easy > default + 0.03,
+        "difficulty has no effect: {easy:.3} vs {default:.3}"
+    );
 }
 
 #[test]
@@ -156,8 +218,14 @@ fn ner_and_event_generators_produce_valid_nested_and_typed_mentions() {
     for key in stats.type_counts.keys() {
         assert!(Domain::maven10().aspect(key).is_some(), "{key}");
     }
-    let empty = records.iter().filter(|r| matches!(r, Record::Event(e) if e.events.is_empty())).count();
-    assert!(empty > 20 && empty < 250, "{empty} sentences without events");
+    let empty = records
+        .iter()
+        .filter(|r| matches!(r, Record::Event(e) if e.events.is_empty()))
+        .count();
+    assert!(
+        empty > 20 && empty < 250,
+        "{empty} sentences without events"
+    );
     for r in &records {
         let Record::Event(e) = r else { panic!() };
         for ev in &e.events {

@@ -109,8 +109,17 @@ fn task_name(task: TaskKind) -> &'static str {
 
 fn list_table(recipes: &[Recipe]) -> String {
     let mut out = String::new();
-    let width = recipes.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(out, "{:width$}  {:5}  {:30}  description", "name", "task", "splits");
+    let width = recipes
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:5}  {:30}  description",
+        "name", "task", "splits"
+    );
     for r in recipes {
         let splits: Vec<String> = r
             .splits
@@ -144,7 +153,13 @@ fn stats_report(
         None => recipe.split_names(),
     };
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({}), domain {}", recipe.name, task_name(recipe.task), domain.name);
+    let _ = writeln!(
+        out,
+        "{} ({}), domain {}",
+        recipe.name,
+        task_name(recipe.task),
+        domain.name
+    );
     for split in splits {
         let (records, report) = recipe
             .load_split_with_report(split, data_root)
@@ -153,7 +168,13 @@ fn stats_report(
         let _ = writeln!(out, "\n[{split}] {} records", stats.records);
         match recipe.task {
             TaskKind::Masa => {
-                let width = stats.aspect_labels.iter().map(|(k, _)| k.len()).max().unwrap_or(6).max(6);
+                let width = stats
+                    .aspect_labels
+                    .iter()
+                    .map(|(k, _)| k.len())
+                    .max()
+                    .unwrap_or(6)
+                    .max(6);
                 let _ = write!(out, "  {:width$}", "aspect");
                 for s in Sentiment::ALL {
                     let _ = write!(out, " {:>11}", s.en());
@@ -173,7 +194,11 @@ fn stats_report(
                 out.push('\n');
             }
             TaskKind::Ner | TaskKind::Event => {
-                let what = if recipe.task == TaskKind::Ner { "entities" } else { "events" };
+                let what = if recipe.task == TaskKind::Ner {
+                    "entities"
+                } else {
+                    "events"
+                };
                 let _ = write!(out, "  {} {what}", stats.mentions);
                 if recipe.task == TaskKind::Ner {
                     let _ = write!(out, " ({} overlap another entity)", stats.nested_mentions);

@@ -38,7 +38,11 @@ pub struct AcsaOptions {
 ///
 /// A category labelled twice in one sentence (SemEval-2014 train has two) keeps one label;
 /// two different polarities become neutral. Both are counted in the report.
-pub fn load(path: &Path, id_prefix: &str, options: &AcsaOptions) -> Result<(Vec<MasaRecord>, LoadReport)> {
+pub fn load(
+    path: &Path,
+    id_prefix: &str,
+    options: &AcsaOptions,
+) -> Result<(Vec<MasaRecord>, LoadReport)> {
     let content = read_text(path)?;
     let root = xml::parse(path, &content)?;
     xml::expect_root(path, &root, "sentences")?;
@@ -74,7 +78,12 @@ pub fn load(path: &Path, id_prefix: &str, options: &AcsaOptions) -> Result<(Vec<
                             &location,
                             format!(
                                 "a category listed in the recipe ({})",
-                                options.categories.keys().cloned().collect::<Vec<_>>().join(", ")
+                                options
+                                    .categories
+                                    .keys()
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                             format!("category {source:?}"),
                         )

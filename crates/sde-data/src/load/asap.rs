@@ -61,7 +61,11 @@ pub const FULL_COLUMNS: [&str; 18] = [
 /// `columns` maps a sample-file column name to the aspect key it becomes; only those columns
 /// are read. An empty map reads all 18 under their own names. Value `-2` (not mentioned) gives
 /// no label.
-pub fn load(path: &Path, id_prefix: &str, columns: &BTreeMap<String, String>) -> Result<(Vec<MasaRecord>, LoadReport)> {
+pub fn load(
+    path: &Path,
+    id_prefix: &str,
+    columns: &BTreeMap<String, String>,
+) -> Result<(Vec<MasaRecord>, LoadReport)> {
     let content = read_text(path)?;
     let content = content.strip_prefix('\u{feff}').unwrap_or(&content);
     let mut reader = csv::ReaderBuilder::new()
@@ -74,7 +78,11 @@ pub fn load(path: &Path, id_prefix: &str, columns: &BTreeMap<String, String>) ->
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_string())
         .collect();
-    let find = |names: &[&str]| names.iter().find_map(|n| headers.iter().position(|h| h == n));
+    let find = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| headers.iter().position(|h| h == n))
+    };
     let header_error = |what: &str| {
         DataError::malformed(
             path,
@@ -95,8 +103,12 @@ pub fn load(path: &Path, id_prefix: &str, columns: &BTreeMap<String, String>) ->
         } else {
             continue;
         };
-        let col = find(&[name, FULL_COLUMNS[i]])
-            .ok_or_else(|| header_error(&format!("aspect column `{name}` (or `{}`)", FULL_COLUMNS[i])))?;
+        let col = find(&[name, FULL_COLUMNS[i]]).ok_or_else(|| {
+            header_error(&format!(
+                "aspect column `{name}` (or `{}`)",
+                FULL_COLUMNS[i]
+            ))
+        })?;
         aspect_cols.push((col, key, name));
     }
     for source in columns.keys() {
@@ -115,7 +127,12 @@ pub fn load(path: &Path, id_prefix: &str, columns: &BTreeMap<String, String>) ->
     for row in reader.records() {
         let row = row.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            DataError::malformed(path, format!("line {line}"), "a CSV row with 21 fields", e.to_string())
+            DataError::malformed(
+                path,
+                format!("line {line}"),
+                "a CSV row with 21 fields",
+                e.to_string(),
+            )
         })?;
         let line = row.position().map_or(0, |p| p.line());
         let field = |col: usize| row.get(col).unwrap_or("");

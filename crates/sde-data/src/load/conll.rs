@@ -20,10 +20,10 @@ pub fn load(path: &Path, id_prefix: &str) -> Result<(Vec<NerRecord>, LoadReport)
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
     let mut open: Option<(usize, String)> = None;
     let flush = |tokens: &mut Vec<String>,
-                     spans: &mut Vec<(usize, usize, String)>,
-                     open: &mut Option<(usize, String)>,
-                     records: &mut Vec<NerRecord>,
-                     report: &mut LoadReport| {
+                 spans: &mut Vec<(usize, usize, String)>,
+                 open: &mut Option<(usize, String)>,
+                 records: &mut Vec<NerRecord>,
+                 report: &mut LoadReport| {
         if let Some((start, kind)) = open.take() {
             spans.push((start, tokens.len(), kind));
         }
@@ -39,11 +39,23 @@ pub fn load(path: &Path, id_prefix: &str) -> Result<(Vec<NerRecord>, LoadReport)
     for (index, line) in content.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
-            flush(&mut tokens, &mut spans, &mut open, &mut records, &mut report);
+            flush(
+                &mut tokens,
+                &mut spans,
+                &mut open,
+                &mut records,
+                &mut report,
+            );
             continue;
         }
         if line.starts_with("-DOCSTART-") {
-            flush(&mut tokens, &mut spans, &mut open, &mut records, &mut report);
+            flush(
+                &mut tokens,
+                &mut spans,
+                &mut open,
+                &mut records,
+                &mut report,
+            );
             report.add("document markers", 1);
             continue;
         }
@@ -82,6 +94,12 @@ pub fn load(path: &Path, id_prefix: &str) -> Result<(Vec<NerRecord>, LoadReport)
         }
         tokens.push(word.to_string());
     }
-    flush(&mut tokens, &mut spans, &mut open, &mut records, &mut report);
+    flush(
+        &mut tokens,
+        &mut spans,
+        &mut open,
+        &mut records,
+        &mut report,
+    );
     Ok((records, report))
 }

@@ -153,15 +153,23 @@ pub fn load_raw(path: &Path, id_prefix: &str) -> Result<(Vec<NerRecord>, LoadRep
 fn read_tgz_member(path: &Path, member: &str) -> Result<String> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, "open", e))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let entries = archive
-        .entries()
-        .map_err(|e| DataError::malformed(path, "archive", "a gzip-compressed tar archive", e.to_string()))?;
+    let entries = archive.entries().map_err(|e| {
+        DataError::malformed(
+            path,
+            "archive",
+            "a gzip-compressed tar archive",
+            e.to_string(),
+        )
+    })?;
     for entry in entries {
-        let mut entry = entry
-            .map_err(|e| DataError::malformed(path, "archive", "a readable tar entry", e.to_string()))?;
+        let mut entry = entry.map_err(|e| {
+            DataError::malformed(path, "archive", "a readable tar entry", e.to_string())
+        })?;
         let name: PathBuf = entry
             .path()
-            .map_err(|e| DataError::malformed(path, "archive", "a valid entry name", e.to_string()))?
+            .map_err(|e| {
+                DataError::malformed(path, "archive", "a valid entry name", e.to_string())
+            })?
             .into_owned();
         if name == Path::new(member) {
             let mut content = String::new();
@@ -189,7 +197,12 @@ fn collect_sentences<'a>(element: &'a Element, out: &mut Vec<&'a Element>) {
     }
 }
 
-fn walk(element: &Element, text: &mut String, spans: &mut Vec<(usize, usize, String)>, report: &mut LoadReport) {
+fn walk(
+    element: &Element,
+    text: &mut String,
+    spans: &mut Vec<(usize, usize, String)>,
+    report: &mut LoadReport,
+) {
     for node in &element.children {
         match node {
             Node::Text(t) => text.push_str(t),

@@ -115,7 +115,10 @@ struct PromptLine {
 /// output line `["Type", "trigger"]` becomes an event whose span is the trigger's first
 /// occurrence (as a whole word, left to right, not reusing an earlier trigger's span).
 /// Ids are `{prefix}/{line index}`.
-pub fn load_heuristic_prompts(path: &Path, id_prefix: &str) -> Result<(Vec<EventRecord>, LoadReport)> {
+pub fn load_heuristic_prompts(
+    path: &Path,
+    id_prefix: &str,
+) -> Result<(Vec<EventRecord>, LoadReport)> {
     let content = read_text(path)?;
     let mut report = LoadReport::default();
     let mut records = Vec::new();
@@ -125,7 +128,12 @@ pub fn load_heuristic_prompts(path: &Path, id_prefix: &str) -> Result<(Vec<Event
         }
         let location = format!("line {}", index + 1);
         let prompt: PromptLine = serde_json::from_str(line).map_err(|e| {
-            DataError::malformed(path, &location, "a JSON object {input, output}", e.to_string())
+            DataError::malformed(
+                path,
+                &location,
+                "a JSON object {input, output}",
+                e.to_string(),
+            )
         })?;
         const HEAD: &str = "The sentence is: ";
         const TAIL: &str = " Output:";

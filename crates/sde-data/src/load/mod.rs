@@ -59,7 +59,11 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 }
 
 /// Parses a whole JSON document, naming the file, line and column on failure.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str, what: &str) -> Result<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    what: &str,
+) -> Result<T> {
     serde_json::from_str(text).map_err(|e| {
         DataError::malformed(
             path,

@@ -11,16 +11,25 @@ use crate::record::{Event, EventRecord, Span};
 /// Trigger words per `(type, form)`, form `v` (past-tense verb) or `n` (noun).
 fn triggers(slot: &str) -> Option<(&'static str, &'static [&'static str])> {
     Some(match slot {
-        "Catastrophe.n" => ("Catastrophe", &["earthquake", "flood", "hurricane", "wildfire", "storm"]),
+        "Catastrophe.n" => (
+            "Catastrophe",
+            &["earthquake", "flood", "hurricane", "wildfire", "storm"],
+        ),
         "Attack.v" => ("Attack", &["attacked", "bombed", "raided", "shelled"]),
         "Attack.n" => ("Attack", &["attack", "raid", "bombing"]),
         "Hostile_encounter.n" => ("Hostile_encounter", &["battle", "clash", "skirmish"]),
         "Hostile_encounter.v" => ("Hostile_encounter", &["fought", "clashed"]),
         "Causation.v" => ("Causation", &["caused", "triggered", "provoked"]),
         "Process_start.v" => ("Process_start", &["began", "started", "commenced"]),
-        "Competition.n" => ("Competition", &["tournament", "match", "championship", "race"]),
+        "Competition.n" => (
+            "Competition",
+            &["tournament", "match", "championship", "race"],
+        ),
         "Motion.v" => ("Motion", &["moved", "sailed", "marched", "flew"]),
-        "Social_event.n" => ("Social_event", &["festival", "ceremony", "wedding", "concert"]),
+        "Social_event.n" => (
+            "Social_event",
+            &["festival", "ceremony", "wedding", "concert"],
+        ),
         "Killing.v" => ("Killing", &["killed", "murdered", "executed"]),
         "Killing.n" => ("Killing", &["massacre", "assassination"]),
         "Conquering.v" => ("Conquering", &["captured", "conquered", "seized"]),
@@ -49,7 +58,12 @@ const TEMPLATES: &[&str] = &[
 ];
 
 /// Generates `count` sentences; ids are `{prefix}/{index}`.
-pub fn generate(config: &SynthConfig, seed: u64, count: usize, id_prefix: &str) -> Result<Vec<EventRecord>> {
+pub fn generate(
+    config: &SynthConfig,
+    seed: u64,
+    count: usize,
+    id_prefix: &str,
+) -> Result<Vec<EventRecord>> {
     config.validate()?;
     let mut rng = rng(seed);
     let mut out = Vec::with_capacity(count);

@@ -41,117 +41,409 @@ pub struct AspectLexicon {
 pub const LEXICONS: [AspectLexicon; 11] = [
     AspectLexicon {
         key: "food",
-        nouns: &[("food", false), ("dishes", true), ("pasta", false), ("steak", false), ("dumplings", true), ("curry", false), ("desserts", true)],
-        positive: &["delicious", "perfectly seasoned", "fresh and flavourful", "cooked just right", "tasty", "outstanding"],
-        negative: &["bland", "overcooked", "greasy", "stale", "cold and soggy", "tasteless"],
-        neutral: &["okay", "average", "edible", "nothing special", "about what you would expect"],
-        implicit_positive: &["I cleaned my plate and wanted seconds", "every bite had us reaching for more", "my partner is still talking about what we ate"],
-        implicit_negative: &["half of what we ordered went back to the kitchen", "I left most of my plate untouched", "everything on the plate tasted like it had been reheated twice"],
-        implicit_neutral: &["we ordered a few plates to share", "I had the set lunch", "we tried a couple of the specials"],
+        nouns: &[
+            ("food", false),
+            ("dishes", true),
+            ("pasta", false),
+            ("steak", false),
+            ("dumplings", true),
+            ("curry", false),
+            ("desserts", true),
+        ],
+        positive: &[
+            "delicious",
+            "perfectly seasoned",
+            "fresh and flavourful",
+            "cooked just right",
+            "tasty",
+            "outstanding",
+        ],
+        negative: &[
+            "bland",
+            "overcooked",
+            "greasy",
+            "stale",
+            "cold and soggy",
+            "tasteless",
+        ],
+        neutral: &[
+            "okay",
+            "average",
+            "edible",
+            "nothing special",
+            "about what you would expect",
+        ],
+        implicit_positive: &[
+            "I cleaned my plate and wanted seconds",
+            "every bite had us reaching for more",
+            "my partner is still talking about what we ate",
+        ],
+        implicit_negative: &[
+            "half of what we ordered went back to the kitchen",
+            "I left most of my plate untouched",
+            "everything on the plate tasted like it had been reheated twice",
+        ],
+        implicit_neutral: &[
+            "we ordered a few plates to share",
+            "I had the set lunch",
+            "we tried a couple of the specials",
+        ],
     },
     AspectLexicon {
         key: "drinks",
-        nouns: &[("drinks", true), ("coffee", false), ("cocktails", true), ("wine", false), ("tea", false), ("smoothies", true)],
-        positive: &["refreshing", "perfectly mixed", "excellent", "strong and smooth", "well balanced"],
+        nouns: &[
+            ("drinks", true),
+            ("coffee", false),
+            ("cocktails", true),
+            ("wine", false),
+            ("tea", false),
+            ("smoothies", true),
+        ],
+        positive: &[
+            "refreshing",
+            "perfectly mixed",
+            "excellent",
+            "strong and smooth",
+            "well balanced",
+        ],
         negative: &["watered down", "flat", "far too sweet", "lukewarm", "weak"],
         neutral: &["standard", "okay", "nothing memorable", "ordinary"],
-        implicit_positive: &["I ordered a second round of that mango lassi straight away", "my glass of red paired beautifully with the meal", "the lemonade tasted like it was squeezed a minute ago"],
-        implicit_negative: &["my latte tasted like dishwater", "the lemonade was mostly ice", "I could not finish my milkshake"],
-        implicit_neutral: &["I just had a glass of water", "we each got a soda", "my friend had a beer with her meal"],
+        implicit_positive: &[
+            "I ordered a second round of that mango lassi straight away",
+            "my glass of red paired beautifully with the meal",
+            "the lemonade tasted like it was squeezed a minute ago",
+        ],
+        implicit_negative: &[
+            "my latte tasted like dishwater",
+            "the lemonade was mostly ice",
+            "I could not finish my milkshake",
+        ],
+        implicit_neutral: &[
+            "I just had a glass of water",
+            "we each got a soda",
+            "my friend had a beer with her meal",
+        ],
     },
     AspectLexicon {
         key: "price",
-        nouns: &[("prices", true), ("bill", false), ("cost", false), ("price", false)],
-        positive: &["reasonable", "a bargain", "very fair", "cheap for what you get", "affordable"],
-        negative: &["outrageous", "far too high", "a rip-off", "steep", "overpriced"],
-        neutral: &["average for the area", "typical", "about normal", "standard"],
-        implicit_positive: &["dinner for two came to less than a cinema ticket", "we got change back from a twenty", "you get a lot for your money here"],
-        implicit_negative: &["I nearly fainted when I saw the total", "my wallet is still recovering", "twelve dollars for a tiny side salad is hard to justify"],
-        implicit_neutral: &["we paid by card", "we split the check", "they take cash and cards"],
+        nouns: &[
+            ("prices", true),
+            ("bill", false),
+            ("cost", false),
+            ("price", false),
+        ],
+        positive: &[
+            "reasonable",
+            "a bargain",
+            "very fair",
+            "cheap for what you get",
+            "affordable",
+        ],
+        negative: &[
+            "outrageous",
+            "far too high",
+            "a rip-off",
+            "steep",
+            "overpriced",
+        ],
+        neutral: &[
+            "average for the area",
+            "typical",
+            "about normal",
+            "standard",
+        ],
+        implicit_positive: &[
+            "dinner for two came to less than a cinema ticket",
+            "we got change back from a twenty",
+            "you get a lot for your money here",
+        ],
+        implicit_negative: &[
+            "I nearly fainted when I saw the total",
+            "my wallet is still recovering",
+            "twelve dollars for a tiny side salad is hard to justify",
+        ],
+        implicit_neutral: &[
+            "we paid by card",
+            "we split the check",
+            "they take cash and cards",
+        ],
     },
     AspectLexicon {
         key: "hygiene",
-        nouns: &[("tables", true), ("restroom", false), ("floor", false), ("dining room", false), ("cutlery", false)],
-        positive: &["spotless", "very clean", "sparkling clean", "immaculate", "well kept"],
+        nouns: &[
+            ("tables", true),
+            ("restroom", false),
+            ("floor", false),
+            ("dining room", false),
+            ("cutlery", false),
+        ],
+        positive: &[
+            "spotless",
+            "very clean",
+            "sparkling clean",
+            "immaculate",
+            "well kept",
+        ],
         negative: &["filthy", "sticky", "dirty", "grimy", "smelly"],
         neutral: &["clean enough", "acceptable", "reasonably tidy", "passable"],
-        implicit_positive: &["everything smelled of fresh soap", "they wiped down every surface between guests", "not a crumb was left anywhere"],
-        implicit_negative: &["a cockroach strolled across the wall next to us", "our forks still had dried food on them", "there was hair in the sink"],
-        implicit_neutral: &["a cleaner was mopping when we arrived", "the restroom is downstairs", "there is a hand-washing basin by the door"],
+        implicit_positive: &[
+            "everything smelled of fresh soap",
+            "they wiped down every surface between guests",
+            "not a crumb was left anywhere",
+        ],
+        implicit_negative: &[
+            "a cockroach strolled across the wall next to us",
+            "our forks still had dried food on them",
+            "there was hair in the sink",
+        ],
+        implicit_neutral: &[
+            "a cleaner was mopping when we arrived",
+            "the restroom is downstairs",
+            "there is a hand-washing basin by the door",
+        ],
     },
     AspectLexicon {
         key: "staff",
-        nouns: &[("staff", true), ("waiter", false), ("waitress", false), ("server", false), ("hostess", false), ("manager", false)],
-        positive: &["friendly", "attentive", "very helpful", "warm and welcoming", "polite"],
+        nouns: &[
+            ("staff", true),
+            ("waiter", false),
+            ("waitress", false),
+            ("server", false),
+            ("hostess", false),
+            ("manager", false),
+        ],
+        positive: &[
+            "friendly",
+            "attentive",
+            "very helpful",
+            "warm and welcoming",
+            "polite",
+        ],
         negative: &["rude", "dismissive", "unfriendly", "careless", "arrogant"],
-        neutral: &["professional", "fine", "businesslike", "neither chatty nor cold"],
-        implicit_positive: &["she remembered our names from last time", "he went out of his way to find a high chair for our son", "someone came over to check on us without being asked"],
-        implicit_negative: &["she rolled her eyes when I asked for the check", "we were ignored for most of the night", "he argued with us about our order"],
-        implicit_neutral: &["a young man took our order", "the person at the door showed us to a table", "a woman brought over the menus"],
+        neutral: &[
+            "professional",
+            "fine",
+            "businesslike",
+            "neither chatty nor cold",
+        ],
+        implicit_positive: &[
+            "she remembered our names from last time",
+            "he went out of his way to find a high chair for our son",
+            "someone came over to check on us without being asked",
+        ],
+        implicit_negative: &[
+            "she rolled her eyes when I asked for the check",
+            "we were ignored for most of the night",
+            "he argued with us about our order",
+        ],
+        implicit_neutral: &[
+            "a young man took our order",
+            "the person at the door showed us to a table",
+            "a woman brought over the menus",
+        ],
     },
     AspectLexicon {
         key: "parking",
-        nouns: &[("parking", false), ("car park", false), ("parking lot", false), ("parking spaces", true)],
+        nouns: &[
+            ("parking", false),
+            ("car park", false),
+            ("parking lot", false),
+            ("parking spaces", true),
+        ],
         positive: &["easy", "plentiful", "free and convenient", "ample"],
-        negative: &["impossible", "a nightmare", "scarce", "expensive", "terrible"],
-        neutral: &["metered", "on the street", "standard", "shared with the shops"],
-        implicit_positive: &["we pulled straight into a spot by the door", "there is a big free lot right behind the building", "we never have trouble leaving the car there"],
-        implicit_negative: &["we circled the block for half an hour looking for a spot", "I got a ticket because there was nowhere to leave the car", "we ended up leaving the car a mile away"],
-        implicit_neutral: &["we left the car around the corner", "we drove there", "my husband dropped us off and parked"],
+        negative: &[
+            "impossible",
+            "a nightmare",
+            "scarce",
+            "expensive",
+            "terrible",
+        ],
+        neutral: &[
+            "metered",
+            "on the street",
+            "standard",
+            "shared with the shops",
+        ],
+        implicit_positive: &[
+            "we pulled straight into a spot by the door",
+            "there is a big free lot right behind the building",
+            "we never have trouble leaving the car there",
+        ],
+        implicit_negative: &[
+            "we circled the block for half an hour looking for a spot",
+            "I got a ticket because there was nowhere to leave the car",
+            "we ended up leaving the car a mile away",
+        ],
+        implicit_neutral: &[
+            "we left the car around the corner",
+            "we drove there",
+            "my husband dropped us off and parked",
+        ],
     },
     AspectLexicon {
         key: "transport",
-        nouns: &[("location", false), ("subway station", false), ("bus stop", false), ("commute", false)],
+        nouns: &[
+            ("location", false),
+            ("subway station", false),
+            ("bus stop", false),
+            ("commute", false),
+        ],
         positive: &["convenient", "easy to reach", "central", "perfect"],
         negative: &["awkward", "remote", "hard to reach", "inconvenient"],
         neutral: &["okay", "manageable", "typical"],
-        implicit_positive: &["it is a two-minute walk from the metro", "three bus lines stop right outside", "we walked over from the train in no time"],
-        implicit_negative: &["it took us two trains and a long walk to get there", "no taxi would come out that far", "the last bus back leaves at nine"],
-        implicit_neutral: &["we took the bus", "we came by taxi", "we walked over from the museum"],
+        implicit_positive: &[
+            "it is a two-minute walk from the metro",
+            "three bus lines stop right outside",
+            "we walked over from the train in no time",
+        ],
+        implicit_negative: &[
+            "it took us two trains and a long walk to get there",
+            "no taxi would come out that far",
+            "the last bus back leaves at nine",
+        ],
+        implicit_neutral: &[
+            "we took the bus",
+            "we came by taxi",
+            "we walked over from the museum",
+        ],
     },
     AspectLexicon {
         key: "queueing",
-        nouns: &[("wait", false), ("queue", false), ("line", false), ("waiting list", false)],
+        nouns: &[
+            ("wait", false),
+            ("queue", false),
+            ("line", false),
+            ("waiting list", false),
+        ],
         positive: &["short", "non-existent", "quick", "reasonable"],
         negative: &["endless", "ridiculous", "painfully long", "unbearable"],
         neutral: &["typical for a weekend", "about twenty minutes", "average"],
-        implicit_positive: &["we were seated the moment we walked in", "there was a free table waiting for us", "nobody was ahead of us at the door"],
-        implicit_negative: &["we stood outside for an hour before getting a table", "half the people waiting gave up and left", "we were told to come back in ninety minutes"],
-        implicit_neutral: &["we put our name on the list", "we had booked a table in advance", "the host took our number at the door"],
+        implicit_positive: &[
+            "we were seated the moment we walked in",
+            "there was a free table waiting for us",
+            "nobody was ahead of us at the door",
+        ],
+        implicit_negative: &[
+            "we stood outside for an hour before getting a table",
+            "half the people waiting gave up and left",
+            "we were told to come back in ninety minutes",
+        ],
+        implicit_neutral: &[
+            "we put our name on the list",
+            "we had booked a table in advance",
+            "the host took our number at the door",
+        ],
     },
     AspectLexicon {
         key: "serving_speed",
-        nouns: &[("service", false), ("order", false), ("turnaround", false), ("pace of the meal", false)],
-        positive: &["fast", "quick", "prompt", "impressively speedy", "efficient"],
+        nouns: &[
+            ("service", false),
+            ("order", false),
+            ("turnaround", false),
+            ("pace of the meal", false),
+        ],
+        positive: &[
+            "fast",
+            "quick",
+            "prompt",
+            "impressively speedy",
+            "efficient",
+        ],
         negative: &["painfully slow", "slow", "sluggish", "badly delayed"],
         neutral: &["steady", "about average", "unhurried"],
-        implicit_positive: &["the starters arrived before we had finished our first sip", "our plates were on the table within ten minutes", "everything came out at once, just minutes after we ordered"],
-        implicit_negative: &["we waited forty minutes for the first course", "the dessert came out after we had asked for the check", "the table next to us got their meal twice before we saw ours"],
-        implicit_neutral: &["we ordered at the counter", "dishes came out one at a time", "the courses were brought in the usual order"],
+        implicit_positive: &[
+            "the starters arrived before we had finished our first sip",
+            "our plates were on the table within ten minutes",
+            "everything came out at once, just minutes after we ordered",
+        ],
+        implicit_negative: &[
+            "we waited forty minutes for the first course",
+            "the dessert came out after we had asked for the check",
+            "the table next to us got their meal twice before we saw ours",
+        ],
+        implicit_neutral: &[
+            "we ordered at the counter",
+            "dishes came out one at a time",
+            "the courses were brought in the usual order",
+        ],
     },
     AspectLexicon {
         key: "decor",
-        nouns: &[("decor", false), ("interior", false), ("furniture", false), ("lighting", false), ("walls", true)],
+        nouns: &[
+            ("decor", false),
+            ("interior", false),
+            ("furniture", false),
+            ("lighting", false),
+            ("walls", true),
+        ],
         positive: &["stylish", "beautiful", "cosy", "tasteful", "charming"],
         negative: &["tacky", "shabby", "dated", "gloomy", "ugly"],
         neutral: &["simple", "plain", "ordinary", "modern"],
-        implicit_positive: &["every corner looked like it came out of a design magazine", "the old brick and warm lamps made it feel like home", "the room itself is a pleasure to sit in"],
-        implicit_negative: &["the paint was peeling off in strips", "it looked like nobody had redone the place since the eighties", "the plastic flowers were covered in dust"],
-        implicit_neutral: &["there is a big mural on one side", "the room has about twenty tables", "the chairs are wooden"],
+        implicit_positive: &[
+            "every corner looked like it came out of a design magazine",
+            "the old brick and warm lamps made it feel like home",
+            "the room itself is a pleasure to sit in",
+        ],
+        implicit_negative: &[
+            "the paint was peeling off in strips",
+            "it looked like nobody had redone the place since the eighties",
+            "the plastic flowers were covered in dust",
+        ],
+        implicit_neutral: &[
+            "there is a big mural on one side",
+            "the room has about twenty tables",
+            "the chairs are wooden",
+        ],
     },
     AspectLexicon {
         key: "noise",
-        nouns: &[("noise", false), ("music", false), ("volume", false), ("room", false)],
-        positive: &["pleasantly quiet", "calm", "peaceful", "relaxed", "soft"],
-        negative: &["deafening", "far too loud", "noisy", "unbearable", "chaotic"],
-        neutral: &["normal for a restaurant", "moderate", "neither loud nor quiet"],
-        implicit_positive: &["we could talk without raising our voices", "it was the kind of place where you can hear yourself think", "even the table of ten next to us was easy to talk over"],
-        implicit_negative: &["we had to shout to hear each other", "my ears were ringing when we left", "the speaker above our table made conversation impossible"],
-        implicit_neutral: &["there was a band playing", "a football match was on the TV", "a radio was on in the background"],
+        nouns: &[
+            ("noise level", false),
+            ("music", false),
+            ("volume", false),
+            ("background noise", false),
+        ],
+        positive: &[
+            "pleasantly low",
+            "kept low",
+            "barely noticeable",
+            "gentle",
+            "comfortable",
+        ],
+        negative: &[
+            "deafening",
+            "far too loud",
+            "unbearable",
+            "overwhelming",
+            "constant and grating",
+        ],
+        neutral: &["normal for a restaurant", "moderate", "about average"],
+        implicit_positive: &[
+            "we could talk without raising our voices",
+            "it was the kind of place where you can hear yourself think",
+            "even the table of ten next to us was easy to talk over",
+        ],
+        implicit_negative: &[
+            "we had to shout to hear each other",
+            "my ears were ringing when we left",
+            "the speaker above our table made conversation impossible",
+        ],
+        implicit_neutral: &[
+            "there was a band playing",
+            "a football match was on the TV",
+            "a radio was on in the background",
+        ],
     },
 ];
 
-const INTENSIFIERS: [&str; 6] = ["", "really ", "quite ", "truly ", "surprisingly ", "honestly "];
+const INTENSIFIERS: [&str; 6] = [
+    "",
+    "really ",
+    "quite ",
+    "truly ",
+    "surprisingly ",
+    "honestly ",
+];
 const OTHER_PLACES: [&str; 6] = [
     "the diner next door",
     "Luigi's",
@@ -223,17 +515,62 @@ fn templates(sentiment: Sentiment, frame: Frame) -> &'static [&'static str] {
     use Frame::*;
     use Sentiment::*;
     match (sentiment, frame) {
-        (Positive | Negative, Plain) => &["{S} {V} {I}{P}", "honestly, {S} {V} {P}", "{S} {V} {P}, as always", "{S} {V} {I}{P} that night"],
-        (Positive | Negative, FoundIt) => &["I found {S} {I}{P}", "we all thought {S} {V} {P}", "to me, {S} {V} {P}"],
-        (Positive, Negated) => &["{S} {V} anything but {Q}", "{S} {V} not {Q} at all", "nobody could call {S} {Q}", "{S} {V} never {Q}"],
-        (Negative, Negated) => &["{S} {V} not {Q} at all", "{S} {V} far from {Q}", "I would not call {S} {Q}", "{S} {V} hardly {Q}"],
-        (Positive, Expectation) => &["I was worried {S} would be {Q}, but {R} {V} {P}", "after the reviews I feared {S} would be {Q}, yet {R} turned out {P}"],
-        (Negative, Expectation) => &["I expected {S} to be {Q}, but {R} {V} {P}", "everyone says {S} {V} {Q}, but tonight {R} {V} {P}"],
-        (Positive, Recommendation) => &["{S} alone {V} worth the trip", "come for {S}, you will not regret it", "I would go back just for {S}"],
-        (Negative, Recommendation) => &["do not come here for {S}", "skip this place if {S} matters to you", "I would not go back for {S}"],
-        (Neutral, Plain) => &["{S} {V} {P}", "{S} {V} {P}, I suppose", "I found {S} {P}", "{S} {V} {P}, nothing more to say"],
-        (Neutral, Mixed) => &["{S} {V} hit and miss, partly {A} and partly {B}", "{S} {V} neither {A} nor {B}", "some would call {S} {A}, others {B}, and I am somewhere in between"],
-        (Neutral, Negated) => &["I have no strong feelings about {S}", "I cannot say {S} {V} good or bad"],
+        (Positive | Negative, Plain) => &[
+            "{S} {V} {I}{P}",
+            "honestly, {S} {V} {P}",
+            "{S} {V} {P}, as always",
+            "{S} {V} {I}{P} that night",
+        ],
+        (Positive | Negative, FoundIt) => &[
+            "I found {S} {I}{P}",
+            "we all thought {S} {V} {P}",
+            "to me, {S} {V} {P}",
+        ],
+        (Positive, Negated) => &[
+            "{S} {V} anything but {Q}",
+            "{S} {V} not {Q} at all",
+            "nobody could call {S} {Q}",
+            "{S} {V} never {Q}",
+        ],
+        (Negative, Negated) => &[
+            "{S} {V} not {Q} at all",
+            "{S} {V} far from {Q}",
+            "I would not call {S} {Q}",
+            "{S} {V} hardly {Q}",
+        ],
+        (Positive, Expectation) => &[
+            "I was worried {S} would be {Q}, but {R} {V} {P}",
+            "after the reviews I feared {S} would be {Q}, yet {R} turned out {P}",
+        ],
+        (Negative, Expectation) => &[
+            "I expected {S} to be {Q}, but {R} {V} {P}",
+            "everyone says {S} {V} {Q}, but tonight {R} {V} {P}",
+        ],
+        (Positive, Recommendation) => &[
+            "{S} alone {V} worth the trip",
+            "come for {S}, you will not regret it",
+            "I would go back just for {S}",
+        ],
+        (Negative, Recommendation) => &[
+            "do not come here for {S}",
+            "skip this place if {S} matters to you",
+            "I would not go back for {S}",
+        ],
+        (Neutral, Plain) => &[
+            "{S} {V} {P}",
+            "{S} {V} {P}, I suppose",
+            "I found {S} {P}",
+            "{S} {V} {P}, nothing more to say",
+        ],
+        (Neutral, Mixed) => &[
+            "{S} {V} hit and miss, partly {A} and partly {B}",
+            "{S} {V} neither {A} nor {B}",
+            "some would call {S} {A}, others {B}, and I am somewhere in between",
+        ],
+        (Neutral, Negated) => &[
+            "I have no strong feelings about {S}",
+            "I cannot say {S} {V} good or bad",
+        ],
         _ => &[],
     }
 }
@@ -256,7 +593,10 @@ pub fn pattern_count() -> usize {
             n += templates(s, Recommendation).len() * subjects;
         }
         n += templates(Sentiment::Neutral, Plain).len() * subjects * lex.neutral.len();
-        n += templates(Sentiment::Neutral, Mixed).len() * subjects * lex.positive.len() * lex.negative.len();
+        n += templates(Sentiment::Neutral, Mixed).len()
+            * subjects
+            * lex.positive.len()
+            * lex.negative.len();
         n += templates(Sentiment::Neutral, Negated).len() * subjects;
         n += lex.implicit_positive.len() + lex.implicit_negative.len() + lex.implicit_neutral.len();
     }
@@ -275,7 +615,16 @@ fn subject(rng: &mut ChaCha8Rng, lex: &AspectLexicon) -> (String, bool) {
     (format!("{det} {noun}"), plural)
 }
 
-fn fill(template: &str, subject: &str, plural: bool, p: &str, q: &str, i: &str, a: &str, b: &str) -> String {
+fn fill(
+    template: &str,
+    subject: &str,
+    plural: bool,
+    p: &str,
+    q: &str,
+    i: &str,
+    a: &str,
+    b: &str,
+) -> String {
     template
         .replace("{S}", subject)
         .replace("{V}", if plural { "were" } else { "was" })
@@ -287,7 +636,13 @@ fn fill(template: &str, subject: &str, plural: bool, p: &str, q: &str, i: &str, 
         .replace("{B}", b)
 }
 
-fn clause(rng: &mut ChaCha8Rng, lex: &AspectLexicon, aspect: usize, sentiment: Sentiment, difficulty: f64) -> Clause {
+fn clause(
+    rng: &mut ChaCha8Rng,
+    lex: &AspectLexicon,
+    aspect: usize,
+    sentiment: Sentiment,
+    difficulty: f64,
+) -> Clause {
     use Frame::*;
     let hard = rng.random_bool((0.15 + 0.7 * difficulty).min(1.0));
     let frame = match sentiment {
@@ -300,7 +655,10 @@ fn clause(rng: &mut ChaCha8Rng, lex: &AspectLexicon, aspect: usize, sentiment: S
         }
         _ => {
             if hard {
-                *pick(rng, &[Negated, Expectation, Implicit, Implicit, Recommendation])
+                *pick(
+                    rng,
+                    &[Negated, Expectation, Implicit, Implicit, Recommendation],
+                )
             } else {
                 *pick(rng, &[Plain, FoundIt])
             }
@@ -338,7 +696,11 @@ fn clause(rng: &mut ChaCha8Rng, lex: &AspectLexicon, aspect: usize, sentiment: S
 fn distractor(rng: &mut ChaCha8Rng, lex: &AspectLexicon) -> String {
     let (noun, plural) = *pick(rng, lex.nouns);
     let v = if plural { "were" } else { "was" };
-    let adj = if rng.random_bool(0.5) { *pick(rng, lex.positive) } else { *pick(rng, lex.negative) };
+    let adj = if rng.random_bool(0.5) {
+        *pick(rng, lex.positive)
+    } else {
+        *pick(rng, lex.negative)
+    };
     let place = *pick(rng, &OTHER_PLACES);
     let it = if plural { "them" } else { "it" };
     let forms = [
@@ -352,7 +714,13 @@ fn distractor(rng: &mut ChaCha8Rng, lex: &AspectLexicon) -> String {
 }
 
 /// One generated review with its clause-level evidence.
-fn review(rng: &mut ChaCha8Rng, domain: &Domain, lexicons: &[&'static AspectLexicon], config: &SynthConfig, id: String) -> MasaRecord {
+fn review(
+    rng: &mut ChaCha8Rng,
+    domain: &Domain,
+    lexicons: &[&'static AspectLexicon],
+    config: &SynthConfig,
+    id: String,
+) -> MasaRecord {
     let d = config.difficulty;
     let mut clauses = Vec::new();
     let mut unmentioned = Vec::new();
@@ -387,7 +755,10 @@ fn review(rng: &mut ChaCha8Rng, domain: &Domain, lexicons: &[&'static AspectLexi
             && rng.random_bool(0.2 + 0.5 * d);
         if join {
             let second = rest.next().expect("peeked");
-            let joiner = *pick(rng, &[", but ", ", while ", ", although ", "; on the other hand, "]);
+            let joiner = *pick(
+                rng,
+                &[", but ", ", while ", ", although ", "; on the other hand, "],
+            );
             units.push(Unit::Two(first, joiner, second));
         } else {
             units.push(Unit::One(first));
@@ -449,7 +820,10 @@ fn review(rng: &mut ChaCha8Rng, domain: &Domain, lexicons: &[&'static AspectLexi
             None => (Sentiment::Unmentioned, None),
         };
         if config.label_noise > 0.0 && rng.random_bool(config.label_noise) {
-            let others: Vec<Sentiment> = Sentiment::ALL.into_iter().filter(|s| *s != sentiment).collect();
+            let others: Vec<Sentiment> = Sentiment::ALL
+                .into_iter()
+                .filter(|s| *s != sentiment)
+                .collect();
             sentiment = *pick(rng, &others);
             span = None;
         }
@@ -470,7 +844,13 @@ fn review(rng: &mut ChaCha8Rng, domain: &Domain, lexicons: &[&'static AspectLexi
 
 /// Generates `count` reviews labelled over `domain`, whose aspect keys must all be among the
 /// study's 11 (any subset, any order). Ids are `{prefix}/{index}`.
-pub fn generate(domain: &Domain, config: &SynthConfig, seed: u64, count: usize, id_prefix: &str) -> Result<Vec<MasaRecord>> {
+pub fn generate(
+    domain: &Domain,
+    config: &SynthConfig,
+    seed: u64,
+    count: usize,
+    id_prefix: &str,
+) -> Result<Vec<MasaRecord>> {
     config.validate()?;
     let mut lexicons = Vec::with_capacity(domain.aspects.len());
     for a in &domain.aspects {
@@ -485,7 +865,15 @@ pub fn generate(domain: &Domain, config: &SynthConfig, seed: u64, count: usize, 
     }
     let mut rng = rng(seed);
     Ok((0..count)
-        .map(|i| review(&mut rng, domain, &lexicons, config, format!("{id_prefix}/{i}")))
+        .map(|i| {
+            review(
+                &mut rng,
+                domain,
+                &lexicons,
+                config,
+                format!("{id_prefix}/{i}"),
+            )
+        })
         .collect())
 }
 
@@ -499,16 +887,22 @@ pub fn keyword_baseline(text: &str, domain: &Domain) -> Vec<Sentiment> {
         hay.match_indices(phrase).any(|(i, _)| {
             let before = hay[..i].chars().next_back();
             let after = hay[i + phrase.len()..].chars().next();
-            !before.is_some_and(|c| c.is_ascii_alphanumeric()) && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+            !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
         })
     };
-    let count = |hay: &str, words: &mut dyn Iterator<Item = &&str>| words.filter(|w| has_phrase(hay, w)).count();
+    let count = |hay: &str, words: &mut dyn Iterator<Item = &&str>| {
+        words.filter(|w| has_phrase(hay, w)).count()
+    };
     domain
         .aspects
         .iter()
         .map(|a| {
             let keys = keywords(&a.key);
-            let hits: Vec<&&str> = sentences.iter().filter(|s| keys.iter().any(|k| has_phrase(s, k))).collect();
+            let hits: Vec<&&str> = sentences
+                .iter()
+                .filter(|s| keys.iter().any(|k| has_phrase(s, k)))
+                .collect();
             if hits.is_empty() {
                 return Sentiment::Unmentioned;
             }

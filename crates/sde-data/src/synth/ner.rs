@@ -22,8 +22,14 @@ const PROTEIN: &[Filler] = &[
     ("STAT3", &[(0, 1, "protein")]),
     ("GATA-1", &[(0, 1, "protein")]),
     ("tumor necrosis factor alpha", &[(0, 4, "protein")]),
-    ("CD28 surface receptor", &[(0, 3, "protein"), (0, 1, "protein")]),
-    ("IL-2 receptor alpha chain", &[(0, 4, "protein"), (0, 1, "protein")]),
+    (
+        "CD28 surface receptor",
+        &[(0, 3, "protein"), (0, 1, "protein")],
+    ),
+    (
+        "IL-2 receptor alpha chain",
+        &[(0, 4, "protein"), (0, 1, "protein")],
+    ),
 ];
 const DNA: &[Filler] = &[
     ("IL-2 gene", &[(0, 2, "DNA"), (0, 1, "protein")]),
@@ -73,7 +79,12 @@ const TEMPLATES: &[&str] = &[
 
 /// Generates `count` sentences; ids are `{prefix}/{index}`. Higher difficulty favours
 /// templates with more (and more nested) entities.
-pub fn generate(config: &SynthConfig, seed: u64, count: usize, id_prefix: &str) -> Result<Vec<NerRecord>> {
+pub fn generate(
+    config: &SynthConfig,
+    seed: u64,
+    count: usize,
+    id_prefix: &str,
+) -> Result<Vec<NerRecord>> {
     config.validate()?;
     let mut rng = rng(seed);
     let mut out = Vec::with_capacity(count);

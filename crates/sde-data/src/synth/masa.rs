@@ -615,6 +615,7 @@ fn subject(rng: &mut ChaCha8Rng, lex: &AspectLexicon) -> (String, bool) {
     (format!("{det} {noun}"), plural)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fill(
     template: &str,
     subject: &str,
@@ -784,7 +785,7 @@ fn review(
     };
     if rng.random_bool(0.6) {
         space(&mut builder, &mut first_sentence);
-        builder.push(*pick(rng, &OPENERS));
+        builder.push(pick::<&str>(rng, &OPENERS));
     }
     for unit in units {
         space(&mut builder, &mut first_sentence);
@@ -809,7 +810,7 @@ fn review(
     }
     if rng.random_bool(0.2) {
         space(&mut builder, &mut first_sentence);
-        builder.push(*pick(rng, &CLOSERS));
+        builder.push(pick::<&str>(rng, &CLOSERS));
     }
     evidence.sort_by_key(|(i, _, _)| *i);
     let mut labels = Vec::new();

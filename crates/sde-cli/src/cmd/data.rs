@@ -230,6 +230,33 @@ mod tests {
     }
 
     #[test]
+    fn export_writes_a_split_that_reads_back() {
+        let dir = std::env::temp_dir().join(format!("sde-data-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (to, name) in [
+            (ExportFormat::Jsonl, "ner.jsonl"),
+            (ExportFormat::Parquet, "ner.parquet"),
+        ] {
+            let out = dir.join(name);
+            run(DataCommand::Export {
+                recipe: "synthetic-ner".into(),
+                split: "dev".into(),
+                to,
+                out: out.clone(),
+                data_root: None,
+            })
+            .unwrap();
+            let back = sde_data::io::read_records(&out).unwrap();
+            let expected = Recipe::find("synthetic-ner")
+                .unwrap()
+                .load_split("dev", None)
+                .unwrap();
+            assert_eq!(back, expected);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn list_shows_every_embedded_recipe() {
         let text = list_table(&Recipe::list().unwrap());
         for name in ["synthetic-masa", "synthetic-ner", "synthetic-event"] {

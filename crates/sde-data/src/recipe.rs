@@ -52,6 +52,8 @@ pub enum LoaderKind {
     GeniaJson,
     /// The raw GENIA 3.02 corpus, tgz or XML ([`load::genia::load_raw`]).
     GeniaRaw,
+    /// GENIA in CNN-Nested-NER JSON Lines ([`load::genia::load_jsonlines`]).
+    GeniaJsonlines,
     /// Few-shot ED MAVEN parts ([`load::maven::load_fewshot`]).
     MavenFewshotJson,
     /// The study's heuristic MAVEN prompts ([`load::maven::load_heuristic_prompts`]).
@@ -243,9 +245,10 @@ impl Recipe {
             LoaderKind::AcsaXml | LoaderKind::SentihoodJson | LoaderKind::AsapCsv => {
                 Some(TaskKind::Masa)
             }
-            LoaderKind::GeniaJson | LoaderKind::GeniaRaw | LoaderKind::Conll2003 => {
-                Some(TaskKind::Ner)
-            }
+            LoaderKind::GeniaJson
+            | LoaderKind::GeniaRaw
+            | LoaderKind::GeniaJsonlines
+            | LoaderKind::Conll2003 => Some(TaskKind::Ner),
             LoaderKind::MavenFewshotJson | LoaderKind::MavenHeuristicJsonl => Some(TaskKind::Event),
             LoaderKind::Synthetic => None,
         };
@@ -519,6 +522,9 @@ impl Recipe {
             ),
             LoaderKind::GeniaJson => wrap(load::genia::load_json(path, prefix), Record::Ner),
             LoaderKind::GeniaRaw => wrap(load::genia::load_raw(path, prefix), Record::Ner),
+            LoaderKind::GeniaJsonlines => {
+                wrap(load::genia::load_jsonlines(path, prefix), Record::Ner)
+            }
             LoaderKind::MavenFewshotJson => {
                 wrap(load::maven::load_fewshot(path, prefix), Record::Event)
             }

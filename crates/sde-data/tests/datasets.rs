@@ -271,3 +271,13 @@ fn conll2003_counts() {
         );
     }
 }
+
+#[test]
+fn genia_cnn_split_counts() {
+    let Some(root) = root() else { return };
+    for (split, sentences, entities) in [("dev", 1765, 4714), ("test", 1732, 5119)] {
+        let (records, report) = load("genia-cnn", split, &root);
+        assert_eq!(records.len(), sentences);
+        assert_eq!(report.get("entities"), entities);
+    }
+}

@@ -286,3 +286,60 @@ fn tokenize_with_spans(
     }
     ner_record(id, tokens, token_spans)
 }
+
+#[derive(Deserialize)]
+struct JsonlSentence {
+    tokens: Vec<String>,
+    #[serde(default)]
+    sent_id: Option<String>,
+    entity_mentions: Vec<JsonlEntity>,
+}
+
+#[derive(Deserialize)]
+struct JsonlEntity {
+    start: usize,
+    end: usize,
+    entity_type: String,
+}
+
+/// Loads GENIA in the CNN-Nested-NER JSON Lines format (one sentence per line:
+/// `{"tokens", "doc_id", "sent_id", "entity_mentions": [{"start", "end", "entity_type"}]}`).
+/// Ids are `{prefix}/{sent_id}` (or the line index when absent).
+pub fn load_jsonlines(path: &Path, id_prefix: &str) -> Result<(Vec<NerRecord>, LoadReport)> {
+    let content = read_text(path)?;
+    let mut report = LoadReport::default();
+    let mut records = Vec::new();
+    for (index, line) in content.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let location = format!("line {}", index + 1);
+        let s: JsonlSentence = serde_json::from_str(line).map_err(|e| {
+            DataError::malformed(
+                path,
+                format!("{location}, column {}", e.column()),
+                "{tokens, sent_id, entity_mentions: [{start, end, entity_type}]}",
+                e.to_string(),
+            )
+        })?;
+        let id = match &s.sent_id {
+            Some(sid) => format!("{id_prefix}/{sid}"),
+            None => format!("{id_prefix}/{index}"),
+        };
+        report.add("entities", s.entity_mentions.len());
+        let spans = s
+            .entity_mentions
+            .into_iter()
+            .map(|e| (e.start, e.end, e.entity_type));
+        let record = ner_record(id, s.tokens, spans).map_err(|found| {
+            DataError::malformed(
+                path,
+                format!("{location}, field \"entity_mentions\""),
+                "token spans with start < end <= number of tokens",
+                found,
+            )
+        })?;
+        records.push(record);
+    }
+    Ok((records, report))
+}

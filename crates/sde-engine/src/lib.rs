@@ -13,6 +13,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod load;
+mod grad_ops;
 mod lora;
 pub mod loss;
 pub mod model;

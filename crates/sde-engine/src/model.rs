@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr_free::normal_vec;
 
 use crate::config::{LlamaConfig, LoraConfig, LoraTarget};
 use crate::error::{EngineError, Result};
+use crate::grad_ops;
 use crate::lora::{Linear, seeded_rng};
 
 /// Additive bias for masked attention scores. Finite, so that a fully masked row (a padding
@@ -463,9 +464,7 @@ impl Llama {
     fn rms_norm(&self, x: &Tensor, w: &Tensor, diff: bool) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps;
         if diff {
-            let h = x.dim(D::Minus1)? as f64;
-            let ms = (x.sqr()?.sum_keepdim(D::Minus1)? / h)?;
-            Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+            Ok(grad_ops::rms_norm(x, w, eps)?)
         } else {
             Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
         }
@@ -510,14 +509,7 @@ impl Llama {
 
     fn rope(&self, x: &Tensor, geo: &Geometry, diff: bool) -> Result<Tensor> {
         if diff {
-            // HF convention: x * cos + rotate_half(x) * sin, with cos/sin repeated over both halves.
-            let half = x.dim(D::Minus1)? / 2;
-            let cos = Tensor::cat(&[&geo.cos, &geo.cos], D::Minus1)?.unsqueeze(1)?;
-            let sin = Tensor::cat(&[&geo.sin, &geo.sin], D::Minus1)?.unsqueeze(1)?;
-            let x1 = x.narrow(D::Minus1, 0, half)?;
-            let x2 = x.narrow(D::Minus1, half, half)?;
-            let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
+            Ok(grad_ops::rope(x, &geo.cos, &geo.sin)?)
         } else {
             Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &geo.cos, &geo.sin)?)
         }
@@ -554,7 +546,7 @@ impl Llama {
         let q = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
         let scores = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, total))?.broadcast_add(&geo.bias)?;
         let probs = if diff {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            grad_ops::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };

@@ -44,7 +44,9 @@ pub struct BenchArgs {
     /// Timed reps per workload (the median is reported).
     #[arg(long)]
     reps: Option<usize>,
-    /// Run only the workloads whose id contains this text (e.g. `train`, `b8x256`, `decode`).
+    /// Run only the workloads whose id contains one of these comma-separated texts (ids:
+    /// `train-b4x128`, `train-b8x128`, `train-b4x256`, `train-b8x256`, `decode-b1`, `decode-b8`,
+    /// `score-b8`; e.g. `--only train,decode-b1`).
     #[arg(long)]
     only: Option<String>,
     /// Measure the engine only.
@@ -257,14 +259,17 @@ fn median_of(v: &Value, key: &str) -> Option<f64> {
     Some(median(&x))
 }
 
-/// Runs `cmd`, returning the JSON object on the last line of its stdout.
+/// Runs `cmd`, returning the JSON object on the last line of its stdout; on failure the error
+/// carries the end of its stderr.
 fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
     let out = cmd
-        .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("{what}: cannot start"))?;
     if !out.status.success() {
-        bail!("{what}: exited with {}", out.status);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("{what}: exited with {}\n{}", out.status, tail.join("\n"));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
@@ -408,10 +413,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let peer_script = root.join("benches/peer/peer_bench.py");
     let load_start = load_average();
     let started = std::time::SystemTime::now();
-    let workloads: Vec<Workload> = Workload::all()
-        .into_iter()
-        .filter(|w| args.only.as_deref().is_none_or(|o| w.id().contains(o)))
-        .collect();
+    let selected = |w: &Workload| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|part| w.id().contains(part.trim())))
+    };
+    let workloads: Vec<Workload> = Workload::all().into_iter().filter(selected).collect();
 
     let sde_cmd = |a: &[String]| {
         let mut c = Command::new(&worker);
@@ -423,25 +430,47 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         c.arg(&peer_script)
             .args(a)
             .env("OMP_NUM_THREADS", "2")
-            .env("TOKENIZERS_PARALLELISM", "false");
+            .env("TOKENIZERS_PARALLELISM", "false")
+            .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            .env("TRANSFORMERS_VERBOSITY", "error");
         c
     };
 
-    eprintln!("matmul peak (f32 2048^3)...");
+    let peer_runs = |w: &Workload| {
+        if python.is_some() {
+            w.sides().1.len()
+        } else {
+            0
+        }
+    };
+    let runs = 1
+        + usize::from(python.is_some())
+        + workloads.iter().map(|w| 1 + peer_runs(w)).sum::<usize>();
+    let pb = indicatif::ProgressBar::new(runs as u64).with_style(
+        indicatif::ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {wide_msg}")?,
+    );
+    let report_err = |e: &anyhow::Error| pb.println(format!("{e:#}"));
+    pb.set_message("matmul peak (f32 2048^3)");
     let reps = ["--reps".to_string(), protocol.reps.to_string()];
     let sde_matmul = run_json(
         sde_cmd(&[&["matmul".to_string()][..], &reps].concat()),
         "engine matmul",
     )
+    .inspect_err(report_err)
     .ok();
+    pb.inc(1);
     let peer_matmul = match &python {
         Some(py) => run_json(
             peer_cmd(py, &[&["matmul".to_string()][..], &reps].concat()),
             "peer matmul",
         )
+        .inspect_err(report_err)
         .ok(),
         None => None,
     };
+    if python.is_some() {
+        pb.inc(1);
+    }
     let sde_peak = sde_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
     let peer_peak = peer_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
 
@@ -453,7 +482,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let mut sde_args = w.args(sde_name);
         sde_args.extend(protocol.flags(w));
         sde_args.extend(["--gguf".into(), gguf_arg.clone()]);
-        eprintln!("{}: engine...", w.id());
+        pb.set_message(format!("{}: engine", w.id()));
         match run_json(sde_cmd(&sde_args), &format!("engine {}", w.id())) {
             Ok(v) => {
                 if let Some((tok_s, min, max)) = rates(&v) {
@@ -470,7 +499,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 raw.push(json!({"side": "sde", "id": w.id(), "result": v}));
             }
             Err(e) => {
-                eprintln!("  {e:#}");
+                report_err(&e);
                 raw.push(json!({"side": "sde", "id": w.id(), "error": format!("{e:#}")}));
             }
         }
@@ -479,7 +508,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let mut peer_args = w.args(variant);
             peer_args.extend(protocol.flags(w));
             peer_args.extend(["--gguf".into(), gguf_arg.clone()]);
-            eprintln!("{}: peer {variant}...", w.id());
+            pb.set_message(format!("{}: peer {variant}", w.id()));
             match run_json(
                 peer_cmd(py, &peer_args),
                 &format!("peer {variant} {}", w.id()),
@@ -501,13 +530,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     );
                 }
                 Err(e) => {
-                    eprintln!("  {e:#}");
+                    report_err(&e);
                     raw.push(json!({"side": "peer", "variant": variant, "id": w.id(), "error": format!("{e:#}")}));
                 }
             }
         }
         table.push((*w, rows));
+        pb.inc(1 + peer_runs(w) as u64);
     }
+    pb.finish_and_clear();
     let load_end = load_average();
     let peer_versions = raw
         .iter()
@@ -697,6 +728,18 @@ fn render(r: &Report<'_>) -> String {
         }
     }
 
+    let skipped: Vec<String> = Workload::all()
+        .iter()
+        .filter(|w| !r.table.iter().any(|(x, _)| x == *w))
+        .map(Workload::id)
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nNot run in this invocation (`--only`): {}.",
+            skipped.join(", ")
+        );
+    }
     let _ = writeln!(s, "\n## Targets (issue 8)\n");
     let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
     let get = |w: &Workload, side: &str| -> Option<&Row> {

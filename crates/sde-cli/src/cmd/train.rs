@@ -25,6 +25,7 @@ struct SampleRow {
     prompt: String,
     completion: String,
     loss_on: Option<LossOn>,
+    design: Option<String>,
 }
 
 /// Reads sample rows; errors name the file and line.
@@ -48,12 +49,17 @@ fn read_samples(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<SampleR
         let prompt = text(&["prompt", "input"])
             .with_context(|| format!("{}: field `prompt` is missing", at()))?;
         let completion = text(&["completion", "target", "output"]).unwrap_or_default();
+        // `sde format` writes the design-id segment (`no-mi`, `mi`); the serde names work too.
         let loss_on = match v.get("loss_on") {
             None | Some(serde_json::Value::Null) => None,
-            Some(x) => Some(
-                serde_json::from_value::<LossOn>(x.clone())
-                    .with_context(|| format!("{}: field `loss_on`", at()))?,
-            ),
+            Some(x) => Some(match x.as_str() {
+                Some("no-mi" | "completion") => LossOn::Completion,
+                Some("mi" | "prompt-and-completion") => LossOn::PromptAndCompletion,
+                _ => bail!(
+                    "{}: field `loss_on` is {x}, expected \"no-mi\" or \"mi\"",
+                    at()
+                ),
+            }),
         };
         let id = match v.get("id") {
             Some(serde_json::Value::String(s)) => s.clone(),
@@ -65,6 +71,7 @@ fn read_samples(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<SampleR
             prompt,
             completion,
             loss_on,
+            design: text(&["design"]),
         });
     }
     Ok(rows)
@@ -103,9 +110,9 @@ pub(crate) struct TrainOptions {
     /// Model: `default`, a GGUF file, an HF folder or a hub id.
     #[arg(long, default_value = "default")]
     model: String,
-    /// Design id recorded with the run (the rows' design).
-    #[arg(long, default_value = "unspecified")]
-    design_id: String,
+    /// Design id recorded with the run; defaults to the rows' `design` field.
+    #[arg(long)]
+    design_id: Option<String>,
     /// Loss scope for rows without `loss_on`.
     #[arg(long, value_enum, default_value = "completion")]
     loss_on: LossOnArg,
@@ -421,7 +428,11 @@ fn train_run(samples: &Path, out: &Path, o: &TrainOptions) -> anyhow::Result<()>
         summary.last_loss
     );
     let record = RunRecord {
-        design_id: o.design_id.clone(),
+        design_id: o
+            .design_id
+            .clone()
+            .or_else(|| rows.iter().find_map(|r| r.design.clone()))
+            .unwrap_or_else(|| "unspecified".into()),
         design: serde_json::Value::Null,
         base_model: o.model.clone(),
         train: config,

@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Measure the engine only.
     #[arg(long)]
     skip_peer: bool,
+    /// Use this engine worker binary instead of building `sde-bench-worker` in release mode
+    /// (e.g. one built with other features or profile; the report names it).
+    #[arg(long)]
+    worker: Option<PathBuf>,
     /// The GGUF to load (default: the engine's default model, fetched when missing).
     #[arg(long)]
     gguf: Option<PathBuf>,
@@ -404,7 +408,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => sde_engine::default_model_path().context("resolving the default model")?,
     };
     let gguf_arg = gguf.to_string_lossy().into_owned();
-    let worker = build_worker(&root)?;
+    let worker = match &args.worker {
+        Some(w) => w.clone(),
+        None => build_worker(&root)?,
+    };
     let python = if args.skip_peer {
         None
     } else {
@@ -645,10 +652,21 @@ fn render(r: &Report<'_>) -> String {
             }
         )
     );
-    let _ = writeln!(
-        s,
-        "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend."
-    );
+    match &r.args.worker {
+        None => {
+            let _ = writeln!(
+                s,
+                "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend."
+            );
+        }
+        Some(w) => {
+            let _ = writeln!(
+                s,
+                "- Engine: the worker binary `{}` given with `--worker` (not the default release build).",
+                w.display()
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "- Protocol: median over {} rep(s); {}; each workload in its own process on each side; peak RSS is VmHWM during the timed part (reset after the model loaded).",

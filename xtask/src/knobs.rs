@@ -258,7 +258,7 @@ impl Knobs {
                 },
                 c: MatrixCKnobs {
                     domains: strings(&["d1"]),
-                    shots: vec![2],
+                    shots: vec![1],
                     ..base.c
                 },
                 cost: CostKnobs {

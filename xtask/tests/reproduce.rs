@@ -151,12 +151,12 @@ fn smoke_preset_writes_every_output_with_the_expected_schema() {
     );
     assert!(b.iter().any(|r| r.paraphrase == 1));
     assert!(b.iter().any(|r| r.metric == "f1_soft"));
-    // Matrix C: perplexities, zero-shot and 2-shot scores of the untuned model.
+    // Matrix C: perplexities, zero-shot and 1-shot scores of the untuned model.
     let c: Vec<_> = rows.iter().filter(|r| r.matrix == "C").collect();
     assert!(c.iter().all(|r| r.tuning == "untuned"));
     assert!(c.iter().any(|r| r.metric == "prompt_ppl"));
     assert!(c.iter().any(|r| r.metric == "output_ppl"));
-    assert!(c.iter().any(|r| r.metric == "kappa" && r.shots == 2));
+    assert!(c.iter().any(|r| r.metric == "kappa" && r.shots == 1));
 
     // Tables in the study's layout, plots and the report.
     let a_md = std::fs::read_dir(out.join("tables"))

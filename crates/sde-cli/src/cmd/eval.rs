@@ -40,7 +40,9 @@ pub(crate) struct EvalArgs {
     /// repairs; `strict` accepts only the exact grammar.
     #[arg(long, value_enum, default_value_t = EvalMode::Study)]
     pub mode: EvalMode,
-    /// Where to write the JSON scores (default: `<input stem>.eval.json` next to the input).
+    /// Where to write the JSON scores (default: `<input stem>.eval.json` next to the input);
+    /// a Parquet table of every score (`metric`, `value`) goes beside it with the extension
+    /// `.parquet`.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Bootstrap replicates for the confidence intervals (0: no intervals).
@@ -480,9 +482,16 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
     let json = serde_json::to_vec_pretty(&report).context("serialising the scores")?;
     write_atomic(&out, &json).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
-    eprintln!(
-        "note: scores are written as JSON only; a Parquet copy needs a table writer in sde-data"
-    );
+    let table_path = out.with_extension("parquet");
+    let value = serde_json::to_value(&report).context("serialising the scores")?;
+    let rows = super::eval_table::flatten(&value);
+    super::eval_table::write_parquet(
+        &table_path,
+        &args.predictions.display().to_string(),
+        &args.design,
+        &rows,
+    )?;
+    eprintln!("wrote {}", table_path.display());
     Ok(())
 }
 
@@ -767,6 +776,10 @@ mod tests {
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(report["samples"], 3);
+        assert!(
+            dir.join("scores.parquet").is_file(),
+            "the Parquet table sits beside the JSON"
+        );
         assert_eq!(report["statuses"]["clean"], 2);
         assert_eq!(report["statuses"]["empty"], 1);
         let masa = &report["masa"];

@@ -2,6 +2,7 @@
 
 pub(crate) mod data;
 pub(crate) mod eval;
+mod eval_table;
 pub(crate) mod format;
 pub(crate) mod model;
 pub(crate) mod train;

@@ -19,7 +19,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 
     /// A user message.
@@ -52,12 +55,17 @@ pub fn render_chat_template(
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, JinjaError> {
-        Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<Value, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
     env.add_function("strftime_now", |_fmt: String| -> String { String::new() });
     env.add_filter("tojson", python_tojson);
-    let err = |e: JinjaError| EngineError::ChatTemplate { message: format!("{e:#}") };
+    let err = |e: JinjaError| EngineError::ChatTemplate {
+        message: format!("{e:#}"),
+    };
     env.add_template("chat", template).map_err(err)?;
     let tmpl = env.get_template("chat").map_err(err)?;
     let tok = |t: &Option<(String, u32)>| t.as_ref().map(|x| x.0.clone()).unwrap_or_default();
@@ -73,11 +81,15 @@ pub fn render_chat_template(
 
 /// Python's `json.dumps(x, ensure_ascii=False)` layout: `", "` and `": "` separators, or the
 /// given indent.
-fn python_tojson(value: Value, kwargs: minijinja::value::Kwargs) -> std::result::Result<Value, JinjaError> {
+fn python_tojson(
+    value: Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<Value, JinjaError> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let _: Option<bool> = kwargs.get("ensure_ascii")?;
     let _: Option<bool> = kwargs.get("sort_keys")?;
-    let json = serde_json::to_value(&value).map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, e.to_string()))?;
     let mut out = String::new();
     write_json(&json, indent, 0, &mut out);
     Ok(Value::from_safe_string(out))

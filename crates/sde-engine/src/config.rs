@@ -114,7 +114,8 @@ impl LlamaConfig {
 
     /// Per-head width.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Parses a `config.json` text; `source_name` names it in errors.
@@ -132,7 +133,10 @@ impl LlamaConfig {
 
     /// Checks that the dimensions are consistent.
     pub fn validate(&self, source_name: &str) -> Result<()> {
-        let bad = |message: String| EngineError::Config { source_name: source_name.into(), message };
+        let bad = |message: String| EngineError::Config {
+            source_name: source_name.into(),
+            message,
+        };
         if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
             return Err(EngineError::Unsupported {
                 source_name: source_name.into(),
@@ -141,7 +145,9 @@ impl LlamaConfig {
             });
         }
         if self.num_attention_heads == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
-            return Err(bad("hidden_size, vocab_size and num_attention_heads must be positive".into()));
+            return Err(bad(
+                "hidden_size, vocab_size and num_attention_heads must be positive".into(),
+            ));
         }
         if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(bad(format!(
@@ -151,21 +157,31 @@ impl LlamaConfig {
             )));
         }
         if !self.head_dim().is_multiple_of(2) {
-            return Err(bad(format!("head_dim {} must be even for RoPE", self.head_dim())));
+            return Err(bad(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            )));
         }
         if let Some(s) = &self.rope_scaling
-            && !matches!(s.rope_type.as_str(), "linear" | "llama3" | "default") {
-                return Err(EngineError::Unsupported {
-                    source_name: source_name.into(),
-                    what: "rope scaling".into(),
-                    name: s.rope_type.clone(),
-                });
-            }
+            && !matches!(s.rope_type.as_str(), "linear" | "llama3" | "default")
+        {
+            return Err(EngineError::Unsupported {
+                source_name: source_name.into(),
+                what: "rope scaling".into(),
+                name: s.rope_type.clone(),
+            });
+        }
         Ok(())
     }
 
     /// A config for tests and examples: a small model with the given sizes.
-    pub fn tiny(vocab_size: usize, hidden_size: usize, layers: usize, heads: usize, kv_heads: usize) -> Self {
+    pub fn tiny(
+        vocab_size: usize,
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Self {
         Self {
             model_type: "llama".into(),
             vocab_size,
@@ -194,13 +210,27 @@ impl LlamaConfig {
         let q = h * self.num_attention_heads * hd;
         let kv = 2 * h * self.kv_heads() * hd;
         let o = self.num_attention_heads * hd * h;
-        let bias = if self.attention_bias { (self.num_attention_heads + 2 * self.kv_heads()) * hd } else { 0 };
+        let bias = if self.attention_bias {
+            (self.num_attention_heads + 2 * self.kv_heads()) * hd
+        } else {
+            0
+        };
         let mlp = 3 * h * self.intermediate_size;
         let per_layer = q + kv + o + bias + mlp + 2 * h;
         let embedding = self.vocab_size * h;
-        let lm_head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
+        let lm_head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * h
+        };
         let layers = per_layer * self.num_hidden_layers;
-        ParamCounts { embedding, layers, final_norm: h, lm_head, total: embedding + layers + h + lm_head }
+        ParamCounts {
+            embedding,
+            layers,
+            final_norm: h,
+            lm_head,
+            total: embedding + layers + h + lm_head,
+        }
     }
 }
 
@@ -241,7 +271,15 @@ pub enum LoraTarget {
 
 impl LoraTarget {
     /// Every target, in layer order.
-    pub const ALL: [LoraTarget; 7] = [Self::Q, Self::K, Self::V, Self::O, Self::Gate, Self::Up, Self::Down];
+    pub const ALL: [LoraTarget; 7] = [
+        Self::Q,
+        Self::K,
+        Self::V,
+        Self::O,
+        Self::Gate,
+        Self::Up,
+        Self::Down,
+    ];
 
     /// The module path inside a layer, as in HF/PEFT names (`self_attn.q_proj`).
     pub fn module_path(self) -> &'static str {
@@ -271,7 +309,9 @@ impl LoraTarget {
 
     /// Parses a PEFT module name (`q_proj`) or a short name (`q`).
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.peft_name() == name || t.peft_name().trim_end_matches("_proj") == name)
+        Self::ALL
+            .into_iter()
+            .find(|t| t.peft_name() == name || t.peft_name().trim_end_matches("_proj") == name)
     }
 }
 

@@ -106,7 +106,9 @@ pub enum EngineError {
         message: String,
     },
     /// The default model is not in the cache and fetching is forbidden.
-    #[error("the default model is not cached at {path} and SDE_REQUIRE_MODEL=1 forbids fetching it (run `sde model fetch`)")]
+    #[error(
+        "the default model is not cached at {path} and SDE_REQUIRE_MODEL=1 forbids fetching it (run `sde model fetch`)"
+    )]
     ModelNotCached {
         /// Where it was expected.
         path: PathBuf,
@@ -144,7 +146,9 @@ pub enum EngineError {
         capacity: usize,
     },
     /// The training loss became NaN or infinite.
-    #[error("training loss is {value} at optimizer step {step} (batch {batch}); lower the learning rate or check the data")]
+    #[error(
+        "training loss is {value} at optimizer step {step} (batch {batch}); lower the learning rate or check the data"
+    )]
     NonFiniteLoss {
         /// 1-based optimizer step.
         step: usize,
@@ -163,10 +167,15 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 impl EngineError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidInput { message: message.into() }
+        Self::InvalidInput {
+            message: message.into(),
+        }
     }
 }

@@ -37,12 +37,21 @@ pub fn export_hf_dir(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Result
     let obj = json.as_object_mut().expect("config is an object");
     obj.retain(|_, v| !v.is_null());
     obj.insert("num_key_value_heads".into(), cfg.kv_heads().into());
-    let arch = if cfg.model_type == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" };
+    let arch = if cfg.model_type == "qwen2" {
+        "Qwen2ForCausalLM"
+    } else {
+        "LlamaForCausalLM"
+    };
     obj.insert("architectures".into(), serde_json::json!([arch]));
     obj.insert("hidden_act".into(), "silu".into());
     obj.insert("torch_dtype".into(), "float32".into());
     let cfg_path = dir.join("config.json");
-    write_atomic(&cfg_path, serde_json::to_string_pretty(&json).expect("JSON serialises").as_bytes())?;
+    write_atomic(
+        &cfg_path,
+        serde_json::to_string_pretty(&json)
+            .expect("JSON serialises")
+            .as_bytes(),
+    )?;
 
     let tmp = dir.join(".tokenizer.tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
@@ -54,7 +63,10 @@ pub fn export_hf_dir(model: &Llama, tokenizer: &Tokenizer, dir: &Path) -> Result
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).map_err(|e| EngineError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
@@ -122,12 +134,20 @@ impl fmt::Display for ModelInfo {
         writeln!(f, "layers             {}", self.layers)?;
         writeln!(f, "hidden size        {}", self.hidden_size)?;
         writeln!(f, "intermediate size  {}", self.intermediate_size)?;
-        writeln!(f, "attention heads    {} (kv {}, head dim {})", self.attention_heads, self.kv_heads, self.head_dim)?;
+        writeln!(
+            f,
+            "attention heads    {} (kv {}, head dim {})",
+            self.attention_heads, self.kv_heads, self.head_dim
+        )?;
         writeln!(f, "vocabulary         {}", self.vocab_size)?;
         writeln!(f, "rope theta         {}", self.rope_theta)?;
         writeln!(f, "context length     {}", self.max_position_embeddings)?;
         writeln!(f, "tied embeddings    {}", self.tied_embeddings)?;
-        writeln!(f, "chat template      {}", if self.has_chat_template { "yes" } else { "no" })?;
+        writeln!(
+            f,
+            "chat template      {}",
+            if self.has_chat_template { "yes" } else { "no" }
+        )?;
         writeln!(f, "parameters         {}", self.params.total)?;
         writeln!(f, "  embedding        {}", self.params.embedding)?;
         writeln!(f, "  layers           {}", self.params.layers)?;

@@ -37,7 +37,9 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,11 +53,19 @@ impl GgufFile {
             tensor: None,
             message: e.to_string(),
         })?;
-        Ok(Self { path: path.to_path_buf(), content, reader })
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
     }
 
     fn meta_err(&self, key: &str, message: impl Into<String>) -> EngineError {
-        EngineError::Metadata { source_name: self.path.display().to_string(), key: key.into(), message: message.into() }
+        EngineError::Metadata {
+            source_name: self.path.display().to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// A metadata value.
@@ -66,14 +76,18 @@ impl GgufFile {
     fn usize_of(&self, key: &str) -> Result<Option<usize>> {
         match self.metadata(key) {
             None => Ok(None),
-            Some(v) => value_u64(v).map(|x| Some(x as usize)).ok_or_else(|| self.meta_err(key, "not an integer")),
+            Some(v) => value_u64(v)
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| self.meta_err(key, "not an integer")),
         }
     }
 
     fn f64_of(&self, key: &str) -> Result<Option<f64>> {
         match self.metadata(key) {
             None => Ok(None),
-            Some(v) => value_f64(v).map(Some).ok_or_else(|| self.meta_err(key, "not a number")),
+            Some(v) => value_f64(v)
+                .map(Some)
+                .ok_or_else(|| self.meta_err(key, "not a number")),
         }
     }
 
@@ -102,7 +116,8 @@ impl GgufFile {
 
     /// `general.architecture`.
     pub fn architecture(&self) -> Result<&str> {
-        self.str_of("general.architecture")?.ok_or_else(|| self.meta_err("general.architecture", "missing"))
+        self.str_of("general.architecture")?
+            .ok_or_else(|| self.meta_err("general.architecture", "missing"))
     }
 
     /// The model architecture from metadata.
@@ -117,20 +132,27 @@ impl GgufFile {
         }
         let need = |k: &str| -> Result<usize> {
             let key = format!("{arch}.{k}");
-            self.usize_of(&key)?.ok_or_else(|| self.meta_err(&key, "missing"))
+            self.usize_of(&key)?
+                .ok_or_else(|| self.meta_err(&key, "missing"))
         };
         let hidden_size = need("embedding_length")?;
         let heads = need("attention.head_count")?;
-        let embd = self.content.tensor_infos.get("token_embd.weight").ok_or_else(|| EngineError::MissingTensor {
-            source_name: self.path.display().to_string(),
-            tensor: "token_embd.weight".into(),
-        })?;
+        let embd = self
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .ok_or_else(|| EngineError::MissingTensor {
+                source_name: self.path.display().to_string(),
+                tensor: "token_embd.weight".into(),
+            })?;
         let vocab_size = embd.shape.dims()[0];
         let tied = !self.content.tensor_infos.contains_key("output.weight");
         let rope_scaling = match self.str_of(&format!("{arch}.rope.scaling.type"))? {
             Some("linear") => Some(RopeScaling {
                 rope_type: "linear".into(),
-                factor: self.f64_of(&format!("{arch}.rope.scaling.factor"))?.unwrap_or(1.0),
+                factor: self
+                    .f64_of(&format!("{arch}.rope.scaling.factor"))?
+                    .unwrap_or(1.0),
                 low_freq_factor: None,
                 high_freq_factor: None,
                 original_max_position_embeddings: None,
@@ -144,21 +166,38 @@ impl GgufFile {
                 });
             }
         };
-        let tok_id = |k: &str| -> Result<Option<u32>> { Ok(self.usize_of(&format!("tokenizer.ggml.{k}"))?.map(|x| x as u32)) };
+        let tok_id = |k: &str| -> Result<Option<u32>> {
+            Ok(self
+                .usize_of(&format!("tokenizer.ggml.{k}"))?
+                .map(|x| x as u32))
+        };
         let head_dim = self.usize_of(&format!("{arch}.attention.key_length"))?;
         let cfg = LlamaConfig {
-            model_type: if arch == "qwen2" { "qwen2".into() } else { "llama".into() },
+            model_type: if arch == "qwen2" {
+                "qwen2".into()
+            } else {
+                "llama".into()
+            },
             vocab_size,
             hidden_size,
             intermediate_size: need("feed_forward_length")?,
             num_hidden_layers: need("block_count")?,
             num_attention_heads: heads,
-            num_key_value_heads: Some(self.usize_of(&format!("{arch}.attention.head_count_kv"))?.unwrap_or(heads)),
+            num_key_value_heads: Some(
+                self.usize_of(&format!("{arch}.attention.head_count_kv"))?
+                    .unwrap_or(heads),
+            ),
             head_dim: head_dim.filter(|d| *d != hidden_size / heads),
-            rms_norm_eps: self.f64_of(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-            rope_theta: self.f64_of(&format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0),
+            rms_norm_eps: self
+                .f64_of(&format!("{arch}.attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5),
+            rope_theta: self
+                .f64_of(&format!("{arch}.rope.freq_base"))?
+                .unwrap_or(10_000.0),
             rope_scaling,
-            max_position_embeddings: self.usize_of(&format!("{arch}.context_length"))?.unwrap_or(2048),
+            max_position_embeddings: self
+                .usize_of(&format!("{arch}.context_length"))?
+                .unwrap_or(2048),
             tie_word_embeddings: tied,
             attention_bias: arch == "qwen2",
             bos_token_id: tok_id("bos_token_id")?,
@@ -176,8 +215,12 @@ impl GgufFile {
             tensor: Some(name.to_string()),
             message,
         };
-        let q = self.content.tensor(&mut self.reader, name, &Device::Cpu).map_err(|e| gguf_err(e.to_string()))?;
-        q.dequantize(&Device::Cpu).map_err(|e| gguf_err(e.to_string()))
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| gguf_err(e.to_string()))?;
+        q.dequantize(&Device::Cpu)
+            .map_err(|e| gguf_err(e.to_string()))
     }
 
     /// Names of all tensors.
@@ -195,7 +238,11 @@ impl GgufFile {
             let Some(hf) = hf_name(&name) else { continue };
             let mut t = self.tensor_f32(&name)?;
             if permuted && (name.contains("attn_q.") || name.contains("attn_k.")) {
-                let heads = if name.contains("attn_q.") { cfg.num_attention_heads } else { cfg.kv_heads() };
+                let heads = if name.contains("attn_q.") {
+                    cfg.num_attention_heads
+                } else {
+                    cfg.kv_heads()
+                };
                 t = unpermute(&t, heads).map_err(|e| EngineError::Gguf {
                     path: self.path.clone(),
                     tensor: Some(name.clone()),
@@ -210,44 +257,73 @@ impl GgufFile {
     /// The tokenizer stored in the metadata (`tokenizer.ggml.*`) and the chat template.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         let src = self.path.display().to_string();
-        let model = self.str_of("tokenizer.ggml.model")?.ok_or_else(|| self.meta_err("tokenizer.ggml.model", "missing"))?;
+        let model = self
+            .str_of("tokenizer.ggml.model")?
+            .ok_or_else(|| self.meta_err("tokenizer.ggml.model", "missing"))?;
         if model != "gpt2" {
-            return Err(EngineError::Unsupported { source_name: src, what: "tokenizer model".into(), name: model.into() });
+            return Err(EngineError::Unsupported {
+                source_name: src,
+                what: "tokenizer model".into(),
+                name: model.into(),
+            });
         }
-        let tokens =
-            self.strings_of("tokenizer.ggml.tokens")?.ok_or_else(|| self.meta_err("tokenizer.ggml.tokens", "missing"))?;
-        let merges =
-            self.strings_of("tokenizer.ggml.merges")?.ok_or_else(|| self.meta_err("tokenizer.ggml.merges", "missing"))?;
+        let tokens = self
+            .strings_of("tokenizer.ggml.tokens")?
+            .ok_or_else(|| self.meta_err("tokenizer.ggml.tokens", "missing"))?;
+        let merges = self
+            .strings_of("tokenizer.ggml.merges")?
+            .ok_or_else(|| self.meta_err("tokenizer.ggml.merges", "missing"))?;
         let token_type: Vec<i64> = match self.metadata("tokenizer.ggml.token_type") {
             Some(Value::Array(a)) => a.iter().map(|v| value_i64(v).unwrap_or(1)).collect(),
             _ => vec![1; tokens.len()],
         };
         let pre = self.str_of("tokenizer.ggml.pre")?.unwrap_or("default");
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
         let merges: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| self.meta_err("tokenizer.ggml.merges", format!("merge `{m}` has no space")))
+                    .ok_or_else(|| {
+                        self.meta_err("tokenizer.ggml.merges", format!("merge `{m}` has no space"))
+                    })
             })
             .collect::<Result<_>>()?;
-        let terr = |e: tokenizers::Error| EngineError::Tokenizer { source_name: Some(src.clone()), message: e.to_string() };
+        let terr = |e: tokenizers::Error| EngineError::Tokenizer {
+            source_name: Some(src.clone()),
+            message: e.to_string(),
+        };
         let ignore_merges = matches!(pre, "llama-bpe" | "llama3");
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).ignore_merges(ignore_merges).build().map_err(terr)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(ignore_merges)
+            .build()
+            .map_err(terr)?;
         let mut tk = tokenizers::Tokenizer::new(bpe);
-        let byte_level = |regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
+        let byte_level =
+            |regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
         let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-            Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-                .map(PreTokenizerWrapper::Split)
-                .map_err(terr)
+            Split::new(
+                SplitPattern::Regex(pattern.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map(PreTokenizerWrapper::Split)
+            .map_err(terr)
         };
         let pre_tok = match pre {
-            "llama-bpe" | "llama3" | "smaug-bpe" => Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level(false)]),
-            "qwen2" => Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level(false)]),
-            "smollm" | "starcoder" | "refact" => {
-                Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)])
+            "llama-bpe" | "llama3" | "smaug-bpe" => {
+                Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level(false)])
             }
+            "qwen2" => Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level(false)]),
+            "smollm" | "starcoder" | "refact" => Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                byte_level(true),
+            ]),
             _ => Sequence::new(vec![byte_level(true)]),
         };
         tk.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre_tok)));
@@ -264,13 +340,18 @@ impl GgufFile {
         tk.add_special_tokens(special).map_err(terr)?;
         tk.add_tokens(added).map_err(terr)?;
         let id = |key: &str| -> Result<Option<(String, u32)>> {
-            Ok(self.usize_of(key)?.and_then(|i| tokens.get(i).map(|t| (t.to_string(), i as u32))))
+            Ok(self
+                .usize_of(key)?
+                .and_then(|i| tokens.get(i).map(|t| (t.to_string(), i as u32))))
         };
         let special = SpecialTokens {
             bos: id("tokenizer.ggml.bos_token_id")?,
             eos: id("tokenizer.ggml.eos_token_id")?,
             pad: id("tokenizer.ggml.padding_token_id")?,
-            add_bos: matches!(self.metadata("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true))),
+            add_bos: matches!(
+                self.metadata("tokenizer.ggml.add_bos_token"),
+                Some(Value::Bool(true))
+            ),
         };
         let template = self.str_of("tokenizer.chat_template")?.map(str::to_string);
         Ok(Tokenizer::new(tk, special, template))
@@ -292,7 +373,10 @@ fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let dims = w.dims().to_vec();
     let out = dims[0];
     let rest: usize = dims[1..].iter().product();
-    w.reshape((heads, out / heads / 2, 2, rest))?.transpose(1, 2)?.contiguous()?.reshape(dims)
+    w.reshape((heads, out / heads / 2, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
 }
 
 /// The Hugging Face name of a GGUF tensor.

@@ -27,8 +27,16 @@ impl CustomOp2 for AttachGrad {
         "attach-grad"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (start, end) = l2.contiguous_offsets().ok_or_else(|| candle_core::Error::msg("attach-grad: y not contiguous"))?;
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (start, end) = l2
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::msg("attach-grad: y not contiguous"))?;
         let data = match s2 {
             CpuStorage::F32(v) => CpuStorage::F32(v[start..end].to_vec()),
             other => candle_core::bail!("attach-grad: unsupported dtype {:?}", other.dtype()),
@@ -36,7 +44,13 @@ impl CustomOp2 for AttachGrad {
         Ok((data, l2.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, y: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = match &self.0 {
             Grad::Softmax => {
                 let gy = (g * y)?.sum_keepdim(D::Minus1)?;
@@ -44,13 +58,17 @@ impl CustomOp2 for AttachGrad {
             }
             Grad::RmsNorm { w, eps } => {
                 let h = x.dim(D::Minus1)? as f64;
-                let r = ((x.sqr()?.sum_keepdim(D::Minus1)? / h)? + *eps)?.sqrt()?.recip()?;
+                let r = ((x.sqr()?.sum_keepdim(D::Minus1)? / h)? + *eps)?
+                    .sqrt()?
+                    .recip()?;
                 let xhat = x.broadcast_mul(&r)?;
                 let gw = g.broadcast_mul(w)?;
                 let m = ((&gw * &xhat)?.sum_keepdim(D::Minus1)? / h)?;
                 (gw - xhat.broadcast_mul(&m)?)?.broadcast_mul(&r)?
             }
-            Grad::Rope { cos, sin } => candle_nn::rotary_emb::rope(&g.contiguous()?, cos, &sin.neg()?)?,
+            Grad::Rope { cos, sin } => {
+                candle_nn::rotary_emb::rope(&g.contiguous()?, cos, &sin.neg()?)?
+            }
         };
         Ok((Some(dx), None))
     }
@@ -68,7 +86,11 @@ fn attach(x: &Tensor, y: &Tensor, grad: Grad) -> Result<Tensor> {
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     let y = candle_nn::ops::softmax_last_dim(&x)?;
-    if x.device().is_cpu() { attach(&x, &y, Grad::Softmax) } else { candle_nn::ops::softmax(&x, D::Minus1) }
+    if x.device().is_cpu() {
+        attach(&x, &y, Grad::Softmax)
+    } else {
+        candle_nn::ops::softmax(&x, D::Minus1)
+    }
 }
 
 /// RMSNorm, differentiable with respect to `x` (the weight is frozen).
@@ -89,7 +111,14 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     if x.device().is_cpu() {
         let y = candle_nn::rotary_emb::rope(&x, cos, sin)?;
-        attach(&x, &y, Grad::Rope { cos: cos.clone(), sin: sin.clone() })
+        attach(
+            &x,
+            &y,
+            Grad::Rope {
+                cos: cos.clone(),
+                sin: sin.clone(),
+            },
+        )
     } else {
         let half = x.dim(D::Minus1)? / 2;
         let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;

@@ -48,10 +48,16 @@ pub enum ModelSource {
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Default { path, package } => write!(f, "default model {package} ({})", path.display()),
+            Self::Default { path, package } => {
+                write!(f, "default model {package} ({})", path.display())
+            }
             Self::Gguf { path } => write!(f, "GGUF {}", path.display()),
             Self::HfDir { path } => write!(f, "HF folder {}", path.display()),
-            Self::Hub { repo, revision, snapshot } => write!(f, "hub {repo}@{revision} ({})", snapshot.display()),
+            Self::Hub {
+                repo,
+                revision,
+                snapshot,
+            } => write!(f, "hub {repo}@{revision} ({})", snapshot.display()),
         }
     }
 }
@@ -71,7 +77,13 @@ pub struct LoadedModel {
 pub fn load_gguf(path: impl AsRef<Path>) -> Result<LoadedModel> {
     let path = path.as_ref();
     let (model, tokenizer) = read_gguf(path, &default_device()?)?;
-    Ok(LoadedModel { model, tokenizer, source: ModelSource::Gguf { path: path.to_path_buf() } })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        source: ModelSource::Gguf {
+            path: path.to_path_buf(),
+        },
+    })
 }
 
 /// Loads an HF folder: `config.json`, `model.safetensors` (or a sharded
@@ -79,7 +91,13 @@ pub fn load_gguf(path: impl AsRef<Path>) -> Result<LoadedModel> {
 pub fn load_hf_dir(dir: impl AsRef<Path>) -> Result<LoadedModel> {
     let dir = dir.as_ref();
     let (model, tokenizer) = read_hf_dir(dir, &default_device()?)?;
-    Ok(LoadedModel { model, tokenizer, source: ModelSource::HfDir { path: dir.to_path_buf() } })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        source: ModelSource::HfDir {
+            path: dir.to_path_buf(),
+        },
+    })
 }
 
 pub(crate) fn read_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
@@ -108,15 +126,25 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| EngineError::io(&index, e))?;
-        let bad = |message: String| EngineError::Config { source_name: index.display().to_string(), message };
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no weight_map".into()))?;
+        let bad = |message: String| EngineError::Config {
+            source_name: index.display().to_string(),
+            message,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no weight_map".into()))?;
         let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
     Err(EngineError::io(
         &single,
-        std::io::Error::new(std::io::ErrorKind::NotFound, "neither model.safetensors nor model.safetensors.index.json"),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "neither model.safetensors nor model.safetensors.index.json",
+        ),
     ))
 }
 
@@ -130,14 +158,24 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         message,
     };
     if bytes.len() < 8 {
-        return Err(err(None, format!("file has {} bytes, too short for a header", bytes.len())));
+        return Err(err(
+            None,
+            format!("file has {} bytes, too short for a header", bytes.len()),
+        ));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     if n > bytes.len() - 8 {
-        return Err(err(None, format!("header of {n} bytes but the file has only {} after the length", bytes.len() - 8)));
+        return Err(err(
+            None,
+            format!(
+                "header of {n} bytes but the file has only {} after the length",
+                bytes.len() - 8
+            ),
+        ));
     }
     let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| err(None, format!("header is not valid JSON: {e}")))?;
+        serde_json::from_slice(&bytes[8..8 + n])
+            .map_err(|e| err(None, format!("header is not valid JSON: {e}")))?;
     let data_len = bytes.len() - 8 - n;
     for (name, info) in &header {
         if name == "__metadata__" {
@@ -151,7 +189,11 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         let shape: Vec<usize> = info
             .get("shape")
             .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as usize))
+                    .collect()
+            })
             .ok_or_else(|| err(Some(name), "no shape".into()))?;
         let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
         let size = match dtype {
@@ -165,17 +207,23 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         if offsets.1 < offsets.0 || offsets.1 - offsets.0 != need {
             return Err(err(
                 Some(name),
-                format!("data_offsets {offsets:?} do not match {dtype} shape {shape:?} ({need} bytes)"),
+                format!(
+                    "data_offsets {offsets:?} do not match {dtype} shape {shape:?} ({need} bytes)"
+                ),
             ));
         }
         if offsets.1 > data_len {
             return Err(err(
                 Some(name),
-                format!("truncated: data ends at byte {} but the file holds {data_len} bytes of data", offsets.1),
+                format!(
+                    "truncated: data ends at byte {} but the file holds {data_len} bytes of data",
+                    offsets.1
+                ),
             ));
         }
     }
-    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| err(None, e.to_string()))
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| err(None, e.to_string()))
 }
 
 /// The package that ships the default model.
@@ -188,7 +236,10 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
     if spec == "default" {
         let path = default_model_path()?;
         let mut m = load_gguf(&path)?;
-        m.source = ModelSource::Default { path, package: DEFAULT_MODEL_PACKAGE.into() };
+        m.source = ModelSource::Default {
+            path,
+            package: DEFAULT_MODEL_PACKAGE.into(),
+        };
         return Ok(m);
     }
     let p = Path::new(spec);
@@ -199,7 +250,11 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
         return load_hf_dir(p);
     }
     let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
-    if repo.split('/').count() == 2 && !repo.starts_with('.') && !repo.starts_with('/') && !repo.ends_with(".gguf") {
+    if repo.split('/').count() == 2
+        && !repo.starts_with('.')
+        && !repo.starts_with('/')
+        && !repo.ends_with(".gguf")
+    {
         return crate::hub::load_hub(repo, revision, None, crate::hub::offline_from_env());
     }
     Err(EngineError::ModelSpec {

@@ -31,7 +31,11 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, lora: None }
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     pub(crate) fn in_features(&self) -> usize {
@@ -43,9 +47,16 @@ impl Linear {
     }
 
     /// `x`: `[..., in]` → `[..., out]`.
-    pub(crate) fn forward(&self, x: &Tensor, train: bool, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        train: bool,
+        rng: &Mutex<ChaCha8Rng>,
+    ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let in_f = *dims.last().ok_or_else(|| EngineError::invalid("linear input is a scalar"))?;
+        let in_f = *dims
+            .last()
+            .ok_or_else(|| EngineError::invalid("linear input is a scalar"))?;
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_f))?;
         let mut y = x2.matmul(&self.weight.t()?)?;
@@ -53,25 +64,46 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let Some(lora) = &self.lora
-            && !lora.merged {
-                let xin = if train && lora.dropout > 0.0 { dropout(&x2, lora.dropout, rng)? } else { x2 };
-                let up = xin.matmul(&lora.a.as_tensor().t()?)?.matmul(&lora.b.as_tensor().t()?)?;
-                y = (y + (up * lora.scale)?)?;
-            }
+            && !lora.merged
+        {
+            let xin = if train && lora.dropout > 0.0 {
+                dropout(&x2, lora.dropout, rng)?
+            } else {
+                x2
+            };
+            let up = xin
+                .matmul(&lora.a.as_tensor().t()?)?
+                .matmul(&lora.b.as_tensor().t()?)?;
+            y = (y + (up * lora.scale)?)?;
+        }
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_features();
         Ok(y.reshape(out_dims)?)
     }
 
     /// Attaches a fresh adapter: A Kaiming-uniform with a = √5 (bound 1/√in), B zero.
-    pub(crate) fn add_lora(&mut self, r: usize, scale: f64, dropout: f64, rng: &mut ChaCha8Rng) -> Result<()> {
+    pub(crate) fn add_lora(
+        &mut self,
+        r: usize,
+        scale: f64,
+        dropout: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
         let (in_f, out_f) = (self.in_features(), self.out_features());
         let device = self.weight.device();
         let bound = 1.0 / (in_f as f64).sqrt();
-        let a: Vec<f32> = (0..r * in_f).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        let a: Vec<f32> = (0..r * in_f)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
         let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_f), device)?)?;
         let b = Var::zeros((out_f, r), DType::F32, device)?;
-        self.lora = Some(LoraAdapter { a, b, scale, dropout, merged: false });
+        self.lora = Some(LoraAdapter {
+            a,
+            b,
+            scale,
+            dropout,
+            merged: false,
+        });
         Ok(())
     }
 
@@ -81,19 +113,21 @@ impl Linear {
 
     pub(crate) fn merge(&mut self) -> Result<()> {
         if let Some(lora) = &mut self.lora
-            && !lora.merged {
-                self.weight = (&self.weight + Self::delta(lora)?)?.detach();
-                lora.merged = true;
-            }
+            && !lora.merged
+        {
+            self.weight = (&self.weight + Self::delta(lora)?)?.detach();
+            lora.merged = true;
+        }
         Ok(())
     }
 
     pub(crate) fn unmerge(&mut self) -> Result<()> {
         if let Some(lora) = &mut self.lora
-            && lora.merged {
-                self.weight = (&self.weight - Self::delta(lora)?)?.detach();
-                lora.merged = false;
-            }
+            && lora.merged
+        {
+            self.weight = (&self.weight - Self::delta(lora)?)?.detach();
+            lora.merged = false;
+        }
         Ok(())
     }
 }
@@ -104,7 +138,9 @@ fn dropout(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
     let keep = (1.0 / (1.0 - p)) as f32;
     let mask: Vec<f32> = {
         let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
-        (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect()
+        (0..n)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+            .collect()
     };
     let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?.to_device(x.device())?;
     Ok((x * mask)?)

@@ -100,7 +100,15 @@ impl KvCache {
             k.push(Tensor::zeros(shape, DType::F32, model.device())?);
             v.push(Tensor::zeros(shape, DType::F32, model.device())?);
         }
-        Ok(Self { k, v, len: 0, capacity, batch, mask: vec![Vec::new(); batch], real: vec![0; batch] })
+        Ok(Self {
+            k,
+            v,
+            len: 0,
+            capacity,
+            batch,
+            mask: vec![Vec::new(); batch],
+            real: vec![0; batch],
+        })
     }
 
     /// Positions stored so far.
@@ -155,10 +163,12 @@ impl Llama {
         let hd = cfg.head_dim();
         let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
         let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.remove(name).ok_or_else(|| EngineError::MissingTensor {
-                source_name: source_name.into(),
-                tensor: name.into(),
-            })?;
+            let t = tensors
+                .remove(name)
+                .ok_or_else(|| EngineError::MissingTensor {
+                    source_name: source_name.into(),
+                    tensor: name.into(),
+                })?;
             if t.dims() != shape {
                 return Err(EngineError::ShapeMismatch {
                     source_name: source_name.into(),
@@ -175,7 +185,11 @@ impl Llama {
             let p = format!("model.layers.{i}");
             let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
                 let w = take(&format!("{p}.{name}.weight"), &[out, inp])?;
-                let b = if bias { Some(take(&format!("{p}.{name}.bias"), &[out])?) } else { None };
+                let b = if bias {
+                    Some(take(&format!("{p}.{name}.bias"), &[out])?)
+                } else {
+                    None
+                };
                 Ok(Linear::new(w, b))
             };
             let ab = cfg.attention_bias;
@@ -188,7 +202,17 @@ impl Llama {
             let down = lin("mlp.down_proj", h, cfg.intermediate_size, false)?;
             let input_norm = take(&format!("{p}.input_layernorm.weight"), &[h])?;
             let post_norm = take(&format!("{p}.post_attention_layernorm.weight"), &[h])?;
-            layers.push(Layer { input_norm, q, k, v, o, post_norm, gate, up, down });
+            layers.push(Layer {
+                input_norm,
+                q,
+                k,
+                v,
+                o,
+                post_norm,
+                gate,
+                up,
+                down,
+            });
         }
         let norm = take("model.norm.weight", &[h])?;
         let lm_head = if cfg.tie_word_embeddings {
@@ -196,7 +220,14 @@ impl Llama {
         } else {
             Some(take("lm_head.weight", &[cfg.vocab_size, h])?)
         };
-        Ok(Self::assemble(cfg, device.clone(), embed, layers, norm, lm_head))
+        Ok(Self::assemble(
+            cfg,
+            device.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+        ))
     }
 
     fn assemble(
@@ -232,7 +263,10 @@ impl Llama {
         for (name, shape) in hf_tensor_shapes(&cfg) {
             let n: usize = shape.iter().product();
             let values = if name.ends_with("norm.weight") {
-                normal_vec(&mut rng, n, 0.1).into_iter().map(|x| 1.0 + x).collect()
+                normal_vec(&mut rng, n, 0.1)
+                    .into_iter()
+                    .map(|x| 1.0 + x)
+                    .collect()
             } else {
                 normal_vec(&mut rng, n, 0.02)
             };
@@ -305,20 +339,31 @@ impl Llama {
         };
         if let Some(c) = cache.as_deref() {
             if c.batch != b {
-                return Err(EngineError::invalid(format!("cache has {} rows, input {b}", c.batch)));
+                return Err(EngineError::invalid(format!(
+                    "cache has {} rows, input {b}",
+                    c.batch
+                )));
             }
             if c.len + t > c.capacity {
-                return Err(EngineError::CacheFull { needed: c.len + t, capacity: c.capacity });
+                return Err(EngineError::CacheFull {
+                    needed: c.len + t,
+                    capacity: c.capacity,
+                });
             }
         }
         let geo = self.geometry(&new_mask, cache.as_deref())?;
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
-        let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self
+            .embed
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
         let diff = self.differentiable();
         for (i, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let hn = self.rms_norm(&x, &layer.input_norm, diff)?;
-            let kv = cache.as_deref_mut().map(|c| (c.k[i].clone(), c.v[i].clone()));
+            let kv = cache
+                .as_deref_mut()
+                .map(|c| (c.k[i].clone(), c.v[i].clone()));
             let attn = self.attention(layer, &hn, &geo, kv, train, diff)?;
             x = (residual + attn)?;
             let residual = x.clone();
@@ -345,9 +390,14 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
         let dims = hidden.dims().to_vec();
-        let h = *dims.last().ok_or_else(|| EngineError::invalid("hidden states are a scalar"))?;
+        let h = *dims
+            .last()
+            .ok_or_else(|| EngineError::invalid("hidden states are a scalar"))?;
         if h != self.cfg.hidden_size {
-            return Err(EngineError::invalid(format!("hidden states have width {h}, model {}", self.cfg.hidden_size)));
+            return Err(EngineError::invalid(format!(
+                "hidden states have width {h}, model {}",
+                self.cfg.hidden_size
+            )));
         }
         let n: usize = dims[..dims.len() - 1].iter().product();
         let y = hidden.reshape((n, h))?.matmul(&w.t()?)?;
@@ -363,7 +413,10 @@ impl Llama {
             return Err(EngineError::invalid("LoRA rank must be positive"));
         }
         if !(0.0..1.0).contains(&cfg.dropout) {
-            return Err(EngineError::invalid(format!("LoRA dropout {} is not in [0, 1)", cfg.dropout)));
+            return Err(EngineError::invalid(format!(
+                "LoRA dropout {} is not in [0, 1)",
+                cfg.dropout
+            )));
         }
         let mut targets = cfg.targets.clone();
         targets.sort();
@@ -380,7 +433,10 @@ impl Llama {
             }
         }
         *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = seeded_rng(cfg.seed.wrapping_add(1));
-        self.lora = Some(LoraConfig { targets, ..cfg.clone() });
+        self.lora = Some(LoraConfig {
+            targets,
+            ..cfg.clone()
+        });
         self.differentiable = true;
         Ok(())
     }
@@ -445,10 +501,16 @@ impl Llama {
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.push((format!("{p}.input_layernorm.weight"), l.input_norm.clone()));
-            out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.clone()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_norm.clone(),
+            ));
             for t in LoraTarget::ALL {
                 let lin = l.linear(t);
-                out.push((format!("{p}.{}.weight", t.module_path()), lin.weight.clone()));
+                out.push((
+                    format!("{p}.{}.weight", t.module_path()),
+                    lin.weight.clone(),
+                ));
                 if let Some(b) = &lin.bias {
                     out.push((format!("{p}.{}.bias", t.module_path()), b.clone()));
                 }
@@ -494,7 +556,11 @@ impl Llama {
                 let q = past + i;
                 let base = (row * t + i) * total;
                 for j in 0..=q {
-                    let key_real = if j < past { cache.is_some_and(|c| c.mask[row][j]) } else { m[j - past] };
+                    let key_real = if j < past {
+                        cache.is_some_and(|c| c.mask[row][j])
+                    } else {
+                        m[j - past]
+                    };
                     if key_real {
                         bias[base + j] = 0.0;
                     }
@@ -504,14 +570,23 @@ impl Llama {
         let cos = Tensor::from_vec(cos, (b, t, half), &self.device)?;
         let sin = Tensor::from_vec(sin, (b, t, half), &self.device)?;
         let bias = Tensor::from_vec(bias, (b, 1, 1, t, total), &self.device)?;
-        Ok(Geometry { cos, sin, bias, past })
+        Ok(Geometry {
+            cos,
+            sin,
+            bias,
+            past,
+        })
     }
 
     fn rope(&self, x: &Tensor, geo: &Geometry, diff: bool) -> Result<Tensor> {
         if diff {
             Ok(grad_ops::rope(x, &geo.cos, &geo.sin)?)
         } else {
-            Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &geo.cos, &geo.sin)?)
+            Ok(candle_nn::rotary_emb::rope(
+                &x.contiguous()?,
+                &geo.cos,
+                &geo.sin,
+            )?)
         }
     }
 
@@ -525,11 +600,30 @@ impl Llama {
         diff: bool,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
         let rep = nh / nkv;
-        let q = layer.q.forward(x, train, &self.rng)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = layer.k.forward(x, train, &self.rng)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = layer.v.forward(x, train, &self.rng)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = layer
+            .q
+            .forward(x, train, &self.rng)?
+            .reshape((b, t, nh, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = layer
+            .k
+            .forward(x, train, &self.rng)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = layer
+            .v
+            .forward(x, train, &self.rng)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let q = self.rope(&q, geo, diff)?;
         let k = self.rope(&k, geo, diff)?;
         let (k, v) = match kv {
@@ -544,14 +638,22 @@ impl Llama {
         let total = k.dim(2)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, total))?.broadcast_add(&geo.bias)?;
+        let scores = q
+            .matmul(&k.t()?)?
+            .reshape((b, nkv, rep, t, total))?
+            .broadcast_add(&geo.bias)?;
         let probs = if diff {
             grad_ops::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = probs.reshape((b, nkv, rep * t, total))?.matmul(&v.contiguous()?)?;
-        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let out = probs
+            .reshape((b, nkv, rep * t, total))?
+            .matmul(&v.contiguous()?)?;
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
         layer.o.forward(&out, train, &self.rng)
     }
 }
@@ -560,8 +662,15 @@ impl Llama {
 pub(crate) fn hf_tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let h = cfg.hidden_size;
     let hd = cfg.head_dim();
-    let (nh, nkv, im) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.intermediate_size);
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+    let (nh, nkv, im) = (
+        cfg.num_attention_heads,
+        cfg.kv_heads(),
+        cfg.intermediate_size,
+    );
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, h],
+    )];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         out.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -590,8 +699,9 @@ pub(crate) fn hf_tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 /// applied, and the factor that divides positions (linear scaling).
 fn rope_frequencies(cfg: &LlamaConfig) -> (Vec<f32>, f32) {
     let d = cfg.head_dim();
-    let mut inv: Vec<f32> =
-        (0..d / 2).map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32)).collect();
+    let mut inv: Vec<f32> = (0..d / 2)
+        .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32))
+        .collect();
     let mut pos_scale = 1.0f32;
     if let Some(s) = &cfg.rope_scaling {
         match s.rope_type.as_str() {

@@ -45,20 +45,34 @@ impl PerplexityReport {
     fn new(items: &[Scored]) -> Self {
         let per_item: Vec<f64> = items.iter().map(Scored::perplexity).collect();
         let mean = per_item.iter().sum::<f64>() / per_item.len().max(1) as f64;
-        let (s, n) = items.iter().fold((0.0, 0usize), |(s, n), x| (s + x.sum, n + x.count));
-        Self { per_item, mean_of_perplexities: mean, perplexity_of_pooled_nll: (-s / n as f64).exp() }
+        let (s, n) = items
+            .iter()
+            .fold((0.0, 0usize), |(s, n), x| (s + x.sum, n + x.count));
+        Self {
+            per_item,
+            mean_of_perplexities: mean,
+            perplexity_of_pooled_nll: (-s / n as f64).exp(),
+        }
     }
 }
 
 /// Log-likelihoods of `seq[start..]` given `seq[..start]` for each `(seq, start)`, batched
 /// (right padding). `start` must be at least 1.
-pub fn sequence_logprobs(model: &Llama, items: &[(Vec<u32>, usize)], batch_size: usize) -> Result<Vec<Scored>> {
+pub fn sequence_logprobs(
+    model: &Llama,
+    items: &[(Vec<u32>, usize)],
+    batch_size: usize,
+) -> Result<Vec<Scored>> {
     let batch_size = batch_size.max(1);
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(batch_size) {
         let t = chunk.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
         if t == 0 {
-            out.extend(chunk.iter().map(|_| Scored { token_logprobs: vec![], sum: 0.0, count: 0 }));
+            out.extend(chunk.iter().map(|_| Scored {
+                token_logprobs: vec![],
+                sum: 0.0,
+                count: 0,
+            }));
             continue;
         }
         let b = chunk.len();
@@ -68,10 +82,14 @@ pub fn sequence_logprobs(model: &Llama, items: &[(Vec<u32>, usize)], batch_size:
         let mut targets = Vec::new();
         for (r, (seq, start)) in chunk.iter().enumerate() {
             if *start == 0 && !seq.is_empty() {
-                return Err(EngineError::invalid("the first token has no context to be scored from"));
+                return Err(EngineError::invalid(
+                    "the first token has no context to be scored from",
+                ));
             }
             ids[r * t..r * t + seq.len()].copy_from_slice(seq);
-            mask[r * t..r * t + seq.len()].iter_mut().for_each(|m| *m = 1);
+            mask[r * t..r * t + seq.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1);
             for (p, tok) in seq.iter().enumerate().skip(*start) {
                 rows.push((r * t + p - 1) as u32);
                 targets.push(*tok);
@@ -88,14 +106,22 @@ pub fn sequence_logprobs(model: &Llama, items: &[(Vec<u32>, usize)], batch_size:
             let sel = h.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
             let logp = candle_nn::ops::log_softmax(&model.logits(&sel)?, D::Minus1)?;
             let tg = Tensor::from_vec(targets, (n, 1), dev)?;
-            lps = logp.gather(&tg, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec1()?;
+            lps = logp
+                .gather(&tg, 1)?
+                .squeeze(1)?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
         }
         let mut it = lps.into_iter();
         for (seq, start) in chunk {
             let k = seq.len().saturating_sub(*start);
             let token_logprobs: Vec<f32> = it.by_ref().take(k).collect();
             let sum = token_logprobs.iter().map(|x| *x as f64).sum();
-            out.push(Scored { token_logprobs, sum, count: k });
+            out.push(Scored {
+                token_logprobs,
+                sum,
+                count: k,
+            });
         }
     }
     Ok(out)
@@ -135,7 +161,9 @@ pub fn prompt_perplexity<P: AsRef<str>>(
         .iter()
         .map(|p| Ok((tokenizer.encode(p.as_ref(), true)?, 1)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(PerplexityReport::new(&sequence_logprobs(model, &items, batch_size)?))
+    Ok(PerplexityReport::new(&sequence_logprobs(
+        model, &items, batch_size,
+    )?))
 }
 
 /// Output perplexity: the perplexity of each target output conditioned on its prompt (pass
@@ -146,5 +174,7 @@ pub fn output_perplexity<P: AsRef<str>, C: AsRef<str>>(
     pairs: &[(P, C)],
     batch_size: usize,
 ) -> Result<PerplexityReport> {
-    Ok(PerplexityReport::new(&score(model, tokenizer, pairs, batch_size)?))
+    Ok(PerplexityReport::new(&score(
+        model, tokenizer, pairs, batch_size,
+    )?))
 }

@@ -30,13 +30,24 @@ pub struct Tokenizer {
 }
 
 fn tok_err(source_name: Option<&str>, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Tokenizer { source_name: source_name.map(str::to_string), message: e.to_string() }
+    EngineError::Tokenizer {
+        source_name: source_name.map(str::to_string),
+        message: e.to_string(),
+    }
 }
 
 impl Tokenizer {
     /// Wraps a built tokenizer.
-    pub fn new(inner: tokenizers::Tokenizer, special: SpecialTokens, chat_template: Option<String>) -> Self {
-        Self { inner, special, chat_template }
+    pub fn new(
+        inner: tokenizers::Tokenizer,
+        special: SpecialTokens,
+        chat_template: Option<String>,
+    ) -> Self {
+        Self {
+            inner,
+            special,
+            chat_template,
+        }
     }
 
     /// Reads `tokenizer.json` and, when present, `tokenizer_config.json` (special tokens and
@@ -45,7 +56,10 @@ impl Tokenizer {
         let tj = dir.join("tokenizer.json");
         let name = tj.display().to_string();
         if !tj.is_file() {
-            return Err(EngineError::io(&tj, std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json")));
+            return Err(EngineError::io(
+                &tj,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json"),
+            ));
         }
         let inner = tokenizers::Tokenizer::from_file(&tj).map_err(|e| tok_err(Some(&name), e))?;
         let tc = dir.join("tokenizer_config.json");
@@ -94,23 +108,40 @@ impl Tokenizer {
             _ => None,
         }
         .or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
-        let special = SpecialTokens { bos, eos, pad, add_bos: false };
-        Ok(Self { inner, special, chat_template })
+        let special = SpecialTokens {
+            bos,
+            eos,
+            pad,
+            add_bos: false,
+        };
+        Ok(Self {
+            inner,
+            special,
+            chat_template,
+        })
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` (special tokens, chat template).
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
         let tj = dir.join("tokenizer.json");
-        self.inner.save(&tj, false).map_err(|e| tok_err(Some(&tj.display().to_string()), e))?;
+        self.inner
+            .save(&tj, false)
+            .map_err(|e| tok_err(Some(&tj.display().to_string()), e))?;
         let mut cfg = serde_json::Map::new();
-        for (key, tok) in [("bos_token", &self.special.bos), ("eos_token", &self.special.eos), ("pad_token", &self.special.pad)]
-        {
+        for (key, tok) in [
+            ("bos_token", &self.special.bos),
+            ("eos_token", &self.special.eos),
+            ("pad_token", &self.special.pad),
+        ] {
             if let Some((s, _)) = tok {
                 cfg.insert(key.into(), Json::String(s.clone()));
             }
         }
         cfg.insert("add_bos_token".into(), Json::Bool(self.special.add_bos));
-        cfg.insert("tokenizer_class".into(), Json::String("PreTrainedTokenizerFast".into()));
+        cfg.insert(
+            "tokenizer_class".into(),
+            Json::String("PreTrainedTokenizerFast".into()),
+        );
         if let Some(t) = &self.chat_template {
             cfg.insert("chat_template".into(), Json::String(t.clone()));
         }
@@ -123,19 +154,26 @@ impl Tokenizer {
     /// (and BOS is prepended when the model asks for it). Special-token strings in the text
     /// (`<|im_start|>`) always map to their ids.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, add_special).map_err(|e| tok_err(None, e))?;
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| tok_err(None, e))?;
         let mut ids = enc.get_ids().to_vec();
-        if add_special && self.special.add_bos
+        if add_special
+            && self.special.add_bos
             && let Some((_, bos)) = &self.special.bos
-                && ids.first() != Some(bos) {
-                    ids.insert(0, *bos);
-                }
+            && ids.first() != Some(bos)
+        {
+            ids.insert(0, *bos);
+        }
         Ok(ids)
     }
 
     /// Text of `ids`; with `skip_special`, special tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| tok_err(None, e))
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| tok_err(None, e))
     }
 
     /// The string of one token id, as in the vocabulary.
@@ -165,7 +203,11 @@ impl Tokenizer {
 
     /// Padding id (falls back to EOS, as the reference does when none is set).
     pub fn pad_id(&self) -> Option<u32> {
-        self.special.pad.as_ref().map(|t| t.1).or_else(|| self.eos_id())
+        self.special
+            .pad
+            .as_ref()
+            .map(|t| t.1)
+            .or_else(|| self.eos_id())
     }
 
     /// All special tokens.
@@ -185,8 +227,15 @@ impl Tokenizer {
 
     /// Renders `messages` with the model's chat template, as `apply_chat_template(...,
     /// tokenize=False)` does.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.chat_template.as_deref().ok_or(EngineError::NoChatTemplate)?;
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or(EngineError::NoChatTemplate)?;
         render_chat_template(template, messages, add_generation_prompt, &self.special)
     }
 

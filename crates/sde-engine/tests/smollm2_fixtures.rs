@@ -9,9 +9,11 @@ use sde_engine::{ChatMessage, KvCache, LoadedModel};
 use serde_json::Value;
 
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SDE_FIXTURES_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/smollm2")
-    });
+    let dir = std::env::var_os("SDE_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/smollm2")
+        });
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -35,7 +37,11 @@ fn read_json(dir: &std::path::Path, name: &str) -> Value {
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -44,20 +50,40 @@ fn token_ids_and_decoding_match_reference() {
     let tok = &model().tokenizer;
     let fx = read_json(&dir, "tokens.json");
     let special = &fx["special"];
-    assert_eq!(tok.bos_id(), Some(special["bos_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(tok.eos_id(), Some(special["eos_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(tok.pad_id(), Some(special["pad_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(tok.vocab_size(), special["vocab_size"].as_u64().unwrap() as usize);
+    assert_eq!(
+        tok.bos_id(),
+        Some(special["bos_token_id"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(
+        tok.eos_id(),
+        Some(special["eos_token_id"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(
+        tok.pad_id(),
+        Some(special["pad_token_id"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(
+        tok.vocab_size(),
+        special["vocab_size"].as_u64().unwrap() as usize
+    );
     for case in fx["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, false).unwrap(), ids_of(&case["ids"]), "ids of {text:?}");
+        assert_eq!(
+            tok.encode(text, false).unwrap(),
+            ids_of(&case["ids"]),
+            "ids of {text:?}"
+        );
         assert_eq!(
             tok.encode(text, true).unwrap(),
             ids_of(&case["ids_with_special_tokens"]),
             "ids with special tokens of {text:?}"
         );
         let decoded = tok.decode(&ids_of(&case["ids"]), false).unwrap();
-        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "decoding of {text:?}");
+        assert_eq!(
+            decoded,
+            case["decoded"].as_str().unwrap(),
+            "decoding of {text:?}"
+        );
     }
 }
 
@@ -70,7 +96,10 @@ fn chat_template_renders_like_reference() {
     for case in fx["cases"].as_array().unwrap() {
         let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
         let add = case["add_generation_prompt"].as_bool().unwrap();
-        assert_eq!(tok.apply_chat_template(&messages, add).unwrap(), case["text"].as_str().unwrap());
+        assert_eq!(
+            tok.apply_chat_template(&messages, add).unwrap(),
+            case["text"].as_str().unwrap()
+        );
     }
 }
 
@@ -86,18 +115,48 @@ fn logits_match_reference() {
         "食品评价：正面，饮品评价：".to_string(),
     ];
     for (i, text) in texts.iter().enumerate() {
-        let ids: Vec<u32> =
-            fx[&format!("input_ids_{i}")].to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap().iter().map(|x| *x as u32).collect();
-        assert_eq!(m.tokenizer.encode(text, false).unwrap(), ids, "prompt {i} tokenizes like the reference");
+        let ids: Vec<u32> = fx[&format!("input_ids_{i}")]
+            .to_dtype(DType::I64)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|x| *x as u32)
+            .collect();
+        assert_eq!(
+            m.tokenizer.encode(text, false).unwrap(),
+            ids,
+            "prompt {i} tokenizes like the reference"
+        );
         let reference = &fx[&format!("logits_{i}")];
-        let input = Tensor::new(ids.as_slice(), m.model.device()).unwrap().unsqueeze(0).unwrap();
+        let input = Tensor::new(ids.as_slice(), m.model.device())
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let hidden = m.model.forward_hidden(&input, None, None, false).unwrap();
-        let logits = m.model.logits(&hidden).unwrap().squeeze(0).unwrap().to_device(&Device::Cpu).unwrap();
+        let logits = m
+            .model
+            .logits(&hidden)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap();
         assert_eq!(logits.dims(), reference.dims());
-        let diff = (&logits - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&logits - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let ours = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap();
         let theirs = reference.argmax(1).unwrap().to_vec1::<u32>().unwrap();
-        eprintln!("prompt {i}: {} tokens, max abs logit diff {diff:.3e}", ids.len());
+        eprintln!(
+            "prompt {i}: {} tokens, max abs logit diff {diff:.3e}",
+            ids.len()
+        );
         assert!(diff <= 2e-3, "prompt {i}: max abs logit difference {diff}");
         assert_eq!(ours, theirs, "prompt {i}: argmax at every position");
     }
@@ -110,7 +169,12 @@ fn greedy_reply_with_kv_cache_matches_peer_baseline() {
     let m = model();
     let prompt = m
         .tokenizer
-        .apply_chat_template(&[ChatMessage::user("What is the capital of France? Answer in one sentence.")], true)
+        .apply_chat_template(
+            &[ChatMessage::user(
+                "What is the capital of France? Answer in one sentence.",
+            )],
+            true,
+        )
         .unwrap();
     let ids = m.tokenizer.encode(&prompt, false).unwrap();
     assert_eq!(ids.len(), 42);
@@ -118,10 +182,25 @@ fn greedy_reply_with_kv_cache_matches_peer_baseline() {
     let mut next = ids.clone();
     let mut out = Vec::new();
     for _ in 0..12 {
-        let input = Tensor::new(next.as_slice(), m.model.device()).unwrap().unsqueeze(0).unwrap();
-        let hidden = m.model.forward_hidden(&input, None, Some(&mut cache), false).unwrap();
+        let input = Tensor::new(next.as_slice(), m.model.device())
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let hidden = m
+            .model
+            .forward_hidden(&input, None, Some(&mut cache), false)
+            .unwrap();
         let last = hidden.narrow(1, next.len() - 1, 1).unwrap();
-        let tok = m.model.logits(&last).unwrap().flatten_all().unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        let tok = m
+            .model
+            .logits(&last)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .argmax(0)
+            .unwrap()
+            .to_scalar::<u32>()
+            .unwrap();
         out.push(tok);
         if Some(tok) == m.tokenizer.eos_id() {
             break;
@@ -129,5 +208,8 @@ fn greedy_reply_with_kv_cache_matches_peer_baseline() {
         next = vec![tok];
     }
     assert_eq!(out, [504, 3575, 282, 4649, 314, 7042, 30, 2]);
-    assert_eq!(m.tokenizer.decode(&out, true).unwrap(), "The capital of France is Paris.");
+    assert_eq!(
+        m.tokenizer.decode(&out, true).unwrap(),
+        "The capital of France is Paris."
+    );
 }

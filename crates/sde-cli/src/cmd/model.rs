@@ -39,7 +39,8 @@ pub(crate) fn run(command: ModelCommand) -> anyhow::Result<()> {
             print_out(&format!("{}", path.display()))?;
         }
         ModelCommand::Info { model, json } => {
-            let loaded = sde_engine::load(&model).with_context(|| format!("loading model `{model}`"))?;
+            let loaded =
+                sde_engine::load(&model).with_context(|| format!("loading model `{model}`"))?;
             let info = sde_engine::ModelInfo::new(&loaded.model, &loaded.tokenizer);
             if json {
                 let value = serde_json::json!({ "source": loaded.source, "info": info });
@@ -49,7 +50,8 @@ pub(crate) fn run(command: ModelCommand) -> anyhow::Result<()> {
             }
         }
         ModelCommand::Export { model, to } => {
-            let loaded = sde_engine::load(&model).with_context(|| format!("loading model `{model}`"))?;
+            let loaded =
+                sde_engine::load(&model).with_context(|| format!("loading model `{model}`"))?;
             sde_engine::export_hf_dir(&loaded.model, &loaded.tokenizer, &to)
                 .with_context(|| format!("exporting to {}", to.display()))?;
             eprintln!("wrote {} ({})", to.display(), loaded.source);

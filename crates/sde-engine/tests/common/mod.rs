@@ -14,7 +14,10 @@ pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first a
 
 /// GPT-2's byte → printable character table.
 pub fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -33,10 +36,16 @@ pub fn byte_chars() -> Vec<char> {
 
 /// Vocabulary: 3 special tokens, 256 bytes, 3 merges.
 pub fn vocab() -> (Vec<String>, Vec<String>) {
-    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
+    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     tokens.extend(byte_chars().into_iter().map(|c| c.to_string()));
     tokens.extend(["Ġt", "he", "Ġthe"].iter().map(|s| s.to_string()));
-    let merges = ["Ġ t", "h e", "Ġt he"].iter().map(|s| s.to_string()).collect();
+    let merges = ["Ġ t", "h e", "Ġt he"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     (tokens, merges)
 }
 
@@ -53,7 +62,14 @@ pub fn tiny_model(seed: u64) -> Llama {
 /// llama.cpp's q/k row permutation (the inverse of what the loader undoes).
 fn permute(w: &Tensor, heads: usize) -> Tensor {
     let (out, inp) = w.dims2().unwrap();
-    w.reshape((heads, 2, out / heads / 2, inp)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((out, inp)).unwrap()
+    w.reshape((heads, 2, out / heads / 2, inp))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((out, inp))
+        .unwrap()
 }
 
 fn gguf_name(hf: &str) -> String {
@@ -94,20 +110,45 @@ pub fn write_gguf(model: &Llama, path: &Path) {
         } else {
             t
         };
-        tensors.push((gguf_name(&name), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+        tensors.push((
+            gguf_name(&name),
+            QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+        ));
     }
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let types = Value::Array((0..tokens.len()).map(|i| Value::I32(if i < 3 { 3 } else { 1 })).collect());
+    let types = Value::Array(
+        (0..tokens.len())
+            .map(|i| Value::I32(if i < 3 { 3 } else { 1 }))
+            .collect(),
+    );
     let meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
         ("llama.embedding_length", Value::U32(cfg.hidden_size as u32)),
-        ("llama.block_count", Value::U32(cfg.num_hidden_layers as u32)),
-        ("llama.feed_forward_length", Value::U32(cfg.intermediate_size as u32)),
-        ("llama.attention.head_count", Value::U32(cfg.num_attention_heads as u32)),
-        ("llama.attention.head_count_kv", Value::U32(cfg.kv_heads() as u32)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(cfg.rms_norm_eps as f32)),
+        (
+            "llama.block_count",
+            Value::U32(cfg.num_hidden_layers as u32),
+        ),
+        (
+            "llama.feed_forward_length",
+            Value::U32(cfg.intermediate_size as u32),
+        ),
+        (
+            "llama.attention.head_count",
+            Value::U32(cfg.num_attention_heads as u32),
+        ),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(cfg.kv_heads() as u32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
         ("llama.rope.freq_base", Value::F32(cfg.rope_theta as f32)),
-        ("llama.context_length", Value::U32(cfg.max_position_embeddings as u32)),
+        (
+            "llama.context_length",
+            Value::U32(cfg.max_position_embeddings as u32),
+        ),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("smollm".into())),
         ("tokenizer.ggml.tokens", strings(&tokens)),
@@ -116,7 +157,10 @@ pub fn write_gguf(model: &Llama, path: &Path) {
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.padding_token_id", Value::U32(2)),
-        ("tokenizer.chat_template", Value::String(CHAT_TEMPLATE.into())),
+        (
+            "tokenizer.chat_template",
+            Value::String(CHAT_TEMPLATE.into()),
+        ),
     ];
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -126,7 +170,16 @@ pub fn write_gguf(model: &Llama, path: &Path) {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 pub fn ids(v: &[u32]) -> Tensor {

@@ -585,6 +585,22 @@ struct Report<'a> {
     gguf: &'a Path,
 }
 
+/// `YYYY-MM-DD HH:MM` of a Unix time (civil-from-days, proleptic Gregorian).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}")
+}
+
 fn fmt_opt(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
@@ -629,7 +645,8 @@ fn render(r: &Report<'_>) -> String {
     let _ = writeln!(s, "## Setup\n");
     let _ = writeln!(
         s,
-        "- Started at Unix time {secs}; {} ({cores} cores visible); 2 threads on both sides.",
+        "- Started {} UTC; {} ({cores} cores visible); 2 threads on both sides.",
+        utc(secs),
         cpu_model()
     );
     let _ = writeln!(
@@ -836,6 +853,13 @@ fn render(r: &Report<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_dates_are_civil() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(1_795_642_893), "2026-11-25 21:41");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+    }
 
     /// The FLOP formulas give the per-token MFLOP of the peer baseline's accounting.
     #[test]

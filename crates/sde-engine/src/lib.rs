@@ -11,9 +11,9 @@ pub mod export;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+mod grad_ops;
 pub mod hub;
 pub mod load;
-mod grad_ops;
 mod lora;
 pub mod loss;
 pub mod model;
@@ -22,18 +22,20 @@ pub mod score;
 pub mod tokenizer;
 pub mod train;
 
+pub use adapter::{AdapterConfig, RunRecord, load_adapter, save_adapter, save_run};
+pub use batch::{BosPolicy, EncodeOptions, EncodedSample, TruncationPolicy, TruncationReport};
 pub use chat::{ChatMessage, render_chat_template};
 pub use config::{LlamaConfig, LoraConfig, LoraTarget, ParamCounts, RopeScaling};
 pub use error::{EngineError, Result};
 pub use export::{ModelInfo, export_hf_dir};
 pub use fetch::{cache_dir, default_model_path, default_model_path_in};
+pub use generate::{Decoding, FinishReason, GenerateConfig, Generation, generate};
 pub use hub::load_hub;
 pub use load::{LoadedModel, ModelSource, load, load_gguf, load_hf_dir};
 pub use model::{KvCache, Llama, default_device};
-pub use score::{PerplexityReport, Scored, output_perplexity, prompt_perplexity, score, sequence_logprobs};
-pub use tokenizer::{SpecialTokens, Tokenizer};
-pub use adapter::{AdapterConfig, RunRecord, load_adapter, save_adapter, save_run};
-pub use batch::{BosPolicy, EncodeOptions, EncodedSample, TruncationPolicy, TruncationReport};
-pub use generate::{Decoding, FinishReason, GenerateConfig, Generation, generate};
 pub use optim::AdamWConfig;
+pub use score::{
+    PerplexityReport, Scored, output_perplexity, prompt_perplexity, score, sequence_logprobs,
+};
+pub use tokenizer::{SpecialTokens, Tokenizer};
 pub use train::{StepReport, TrainConfig, TrainSummary, train};

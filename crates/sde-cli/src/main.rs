@@ -28,7 +28,7 @@ enum Command {
     Predict(cmd::train::PredictArgs),
     /// Score predictions.
     Eval(cmd::eval::EvalArgs),
-    /// Format, train, predict and evaluate one design end to end.
+    /// Train, predict and evaluate one design end to end, from `sde format` output.
     Run(cmd::train::RunArgs),
 }
 

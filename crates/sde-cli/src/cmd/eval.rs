@@ -73,6 +73,15 @@ pub(crate) enum EvalTask {
 }
 
 impl EvalTask {
+    /// The selector of a task family.
+    pub(crate) fn of(task: TaskKind) -> EvalTask {
+        match task {
+            TaskKind::Masa => EvalTask::Masa,
+            TaskKind::Ner => EvalTask::Ner,
+            TaskKind::Event => EvalTask::Event,
+        }
+    }
+
     fn kind(self) -> TaskKind {
         match self {
             EvalTask::Masa => TaskKind::Masa,

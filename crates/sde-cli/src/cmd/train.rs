@@ -344,6 +344,13 @@ pub(crate) struct RunArgs {
     /// Use only the first N test samples.
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Aspect or type list the test prompts ask about: d1, d2, all (MASA), genia (NER),
+    /// maven10 (events). Default: d1, genia or maven10 by task.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Parser mode of the evaluation.
+    #[arg(long, value_enum, default_value_t = super::eval::EvalMode::Study)]
+    eval_mode: super::eval::EvalMode,
     #[command(flatten)]
     train_options: TrainOptions,
     #[command(flatten)]
@@ -568,9 +575,31 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         args.test_limit,
         &args.predict_options,
     )?;
-    eprintln!(
-        "score them with `sde eval {}` (evaluation is not chained into `sde run` yet)",
-        predictions.display()
-    );
-    Ok(())
+    let design = match &args.train_options.design_id {
+        Some(id) => id.clone(),
+        None => read_samples(&args.test, Some(1))?
+            .into_iter()
+            .find_map(|r| r.design)
+            .with_context(|| {
+                format!(
+                    "{}: rows carry no `design` field; pass --design-id to evaluate",
+                    args.test.display()
+                )
+            })?,
+    };
+    let parsed: sde_format::Design = design
+        .parse()
+        .map_err(|e| anyhow::anyhow!("design `{design}`: {e}"))?;
+    super::eval::run(super::eval::EvalArgs {
+        predictions: predictions.clone(),
+        task: super::eval::EvalTask::of(parsed.task),
+        design,
+        domain: args.domain.clone(),
+        mode: args.eval_mode,
+        out: Some(args.out.join("scores.json")),
+        bootstrap: 1000,
+        seed: args.train_options.seed,
+        against: None,
+        against_design: None,
+    })
 }

@@ -9,12 +9,12 @@ use crate::runner::{CellContext, CellRunner};
 use crate::store::write_atomic;
 use anyhow::{Context, Result, anyhow, bail};
 use sde_data::{Domain, Recipe, Record, TaskKind};
-use sde_engine::batch::{SpecialIds, encode_ids, encode_texts};
+use sde_engine::batch::{SpecialIds, encode_prompt, encode_texts};
 use sde_engine::{
     AdamWConfig, EncodeOptions, FinishReason, GenerateConfig, Llama, LlamaConfig, LoraTarget,
     RunRecord, TrainConfig,
 };
-use sde_format::{Context as RenderContext, Design, Language, LossOn, Sample};
+use sde_format::{Context as RenderContext, Design, Language, Sample};
 use sde_metrics::{BootstrapConfig, MasaSample, Mention, MentionSample, SoftRule};
 use sde_parse::{Labels, Mode};
 use std::collections::BTreeMap;
@@ -477,19 +477,7 @@ impl RealRunner {
         let mut prompts = Vec::with_capacity(n);
         for s in &samples {
             let ids = tokenizer.encode(&s.prompt, false)?;
-            let enc = encode_ids(
-                0,
-                &ids,
-                &[],
-                LossOn::Completion,
-                special,
-                &EncodeOptions {
-                    max_len: usize::MAX,
-                    ..encode.clone()
-                },
-            )
-            .context("encoding a test prompt")?;
-            prompts.push(enc.input_ids[..enc.prompt_len].to_vec());
+            prompts.push(encode_prompt(&ids, special, &encode));
         }
         let stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
         let config = GenerateConfig {

@@ -114,6 +114,20 @@ impl TruncationReport {
     }
 }
 
+/// The prompt ids a model sees at inference: exactly the prompt part of a training sequence
+/// built with the same options (BOS policy included), never truncated.
+pub fn encode_prompt(prompt_ids: &[u32], special: SpecialIds, opts: &EncodeOptions) -> Vec<u32> {
+    let opts = EncodeOptions {
+        max_len: usize::MAX,
+        ..opts.clone()
+    };
+    // With no length limit `encode_ids` always returns a sequence.
+    encode_ids(0, prompt_ids, &[], LossOn::Completion, special, &opts).map_or_else(
+        || prompt_ids.to_vec(),
+        |enc| enc.input_ids[..enc.prompt_len].to_vec(),
+    )
+}
+
 /// Joins already tokenized prompt and completion into one training sequence.
 ///
 /// Returns `None` when the sample cannot fit under the options (it must then be skipped).
@@ -340,6 +354,22 @@ mod tests {
             max_len,
             ..EncodeOptions::default()
         }
+    }
+
+    #[test]
+    fn inference_prompt_is_the_training_prefix_and_never_truncated() {
+        let always = EncodeOptions {
+            bos: BosPolicy::Always,
+            ..opts(64)
+        };
+        let train = encode_ids(0, &[10, 11], &[20], LossOn::Completion, SP, &always).unwrap();
+        let prompt = encode_prompt(&[10, 11], SP, &always);
+        assert_eq!(prompt, train.input_ids[..train.prompt_len]);
+        assert_eq!(prompt, vec![1, 10, 11]);
+        // Longer than max_len: inference keeps the whole prompt.
+        let long: Vec<u32> = (10..20).collect();
+        assert_eq!(encode_prompt(&long, SP, &opts(4)), long);
+        assert_eq!(encode_prompt(&[], SP, &always), vec![1]);
     }
 
     #[test]

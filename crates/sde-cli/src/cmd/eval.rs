@@ -488,8 +488,10 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.predictions));
-    let json = serde_json::to_vec_pretty(&report).context("serialising the scores")?;
-    write_atomic(&out, &json).with_context(|| format!("writing {}", out.display()))?;
+    let mut json = serde_json::to_vec_pretty(&report).context("serialising the scores")?;
+    json.push(b'\n');
+    sde_engine::adapter::write_atomic(&out, &json)
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     let table_path = out.with_extension("parquet");
     let value = serde_json::to_value(&report).context("serialising the scores")?;
@@ -502,27 +504,6 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
     )?;
     eprintln!("wrote {}", table_path.display());
     Ok(())
-}
-
-/// Writes `bytes` plus a final newline to a temporary file beside `path`, then renames it
-/// over `path`, so that a reader never sees a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "eval.json".to_owned());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// `<dir>/<stem>.eval.json` beside the input.

@@ -247,7 +247,7 @@ pub(crate) fn run(args: FormatArgs) -> anyhow::Result<()> {
             .write_all(out.as_bytes())
             .context("writing to standard output")?;
     } else {
-        write_atomic(&args.output, out.as_bytes())?;
+        sde_engine::adapter::write_atomic(&args.output, out.as_bytes())?;
         eprintln!(
             "wrote {} samples to {}",
             records.len(),
@@ -272,20 +272,6 @@ fn guess_language(records: &[Record]) -> Language {
     } else {
         Language::En
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sde_engine::adapter::{RUN_FILE, read_run};
-use sde_engine::batch::{EncodeOptions, SpecialIds, encode_ids, encode_texts};
+use sde_engine::batch::{EncodeOptions, SpecialIds, encode_prompt, encode_texts};
 use sde_engine::{
     AdamWConfig, BosPolicy, Decoding, FinishReason, GenerateConfig, LoraTarget, RunRecord,
     TrainConfig, TruncationPolicy,
@@ -514,20 +514,7 @@ fn predict_run(
     let mut prompts = Vec::with_capacity(rows.len());
     for r in &rows {
         let ids = tok.encode(&r.prompt, false)?;
-        // The prompt of a training sequence: everything before the completion.
-        let enc = encode_ids(
-            0,
-            &ids,
-            &[],
-            LossOn::Completion,
-            special,
-            &EncodeOptions {
-                max_len: usize::MAX,
-                ..encode.clone()
-            },
-        )
-        .context("prompt encoding")?;
-        prompts.push(enc.input_ids[..enc.prompt_len].to_vec());
+        prompts.push(encode_prompt(&ids, special, &encode));
     }
     let stop: Vec<u32> = tok.eos_id().into_iter().collect();
     let config = o.config();

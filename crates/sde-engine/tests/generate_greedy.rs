@@ -2,27 +2,15 @@
 //! sampled), and on the default model equals the greedy continuations of transformers
 //! (`../shared/fixtures/smollm2/greedy.json`), with and without repetition penalty 1.1.
 
-use std::path::PathBuf;
+mod common;
+
+use common::fixtures_dir;
 
 use candle_core::Device;
 use sde_engine::{
     Decoding, FinishReason, GenerateConfig, Generation, Llama, LlamaConfig, generate,
 };
 use serde_json::Value;
-
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SDE_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/smollm2")
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: fixtures folder {} absent; skipping", dir.display());
-        None
-    }
-}
 
 fn one_by_one(
     model: &Llama,

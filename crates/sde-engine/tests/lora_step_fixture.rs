@@ -3,8 +3,11 @@
 //! prompts and answers, the masked loss (abs ≤ 1e-4) and every LoRA gradient
 //! (‖g − g_ref‖ / ‖g_ref‖ ≤ 1e-3).
 
+mod common;
+
+use common::fixtures_dir;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use sde_engine::adapter::set_lora_weights;
@@ -13,20 +16,6 @@ use sde_engine::loss::masked_loss;
 use sde_engine::{LoraConfig, LoraTarget};
 use sde_format::LossOn;
 use serde_json::Value;
-
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SDE_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/smollm2")
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: fixtures folder {} absent; skipping", dir.display());
-        None
-    }
-}
 
 fn rows_u32(t: &Tensor) -> Vec<Vec<u32>> {
     t.to_dtype(DType::I64)

@@ -1,26 +1,15 @@
 //! The default model against the reference outputs of the Python stack
 //! (`../shared/fixtures/smollm2`, see its README for the tolerances).
 
-use std::path::PathBuf;
+mod common;
+
+use common::fixtures_dir;
+
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use sde_engine::{ChatMessage, KvCache, LoadedModel};
 use serde_json::Value;
-
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SDE_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/smollm2")
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: fixtures folder {} absent; skipping", dir.display());
-        None
-    }
-}
 
 fn model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -184,4 +184,26 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 pub fn ids(v: &[u32]) -> Tensor {
     Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
+}
+
+/// The Python stack's reference outputs for the default model: `SDE_FIXTURES_DIR`, else
+/// `../shared/fixtures/smollm2` beside the checkout. `None` (the caller skips) only when the
+/// variable is unset and the default folder is absent; a set variable naming a missing folder
+/// fails the test, so CI cannot skip silently.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SDE_FIXTURES_DIR").map(PathBuf::from) {
+        assert!(
+            dir.is_dir(),
+            "SDE_FIXTURES_DIR={} is not a folder",
+            dir.display()
+        );
+        return Some(dir);
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/smollm2");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("note: fixtures folder {} absent; skipping", dir.display());
+        None
+    }
 }

@@ -3,10 +3,12 @@
 //! The artifact tests read `$SDE_DATA_ROOT/sde_paper_artifacts`; without `SDE_DATA_ROOT` they
 //! print a note and pass (CI sets it, so there they always run).
 
+mod common;
+
 use std::path::PathBuf;
 
 use sde_data::{
-    AspectLabel, Domain, Entity, Event, EventRecord, MasaRecord, NerRecord, Record, Sentiment, Span,
+    AspectLabel, Domain, Event, EventRecord, MasaRecord, NerRecord, Record, Sentiment, Span,
 };
 use sde_format::{Design, Language, TaskKind, render};
 
@@ -164,27 +166,16 @@ fn masa_zh_ood_prompt_lists_the_test_domain() {
 }
 
 fn genia_record() -> Record {
-    let tokens: Vec<String> = "IL-2 gene expression requires NF-kappa B in T cells"
-        .split(' ')
-        .map(String::from)
-        .collect();
-    let entity = |kind: &str, start: usize, end: usize| Entity {
-        kind: kind.into(),
-        start_token: start,
-        end_token: end,
-        text: tokens[start..end].join(" "),
-    };
-    Record::Ner(NerRecord {
-        id: "genia/demo".into(),
-        text: tokens.join(" "),
-        entities: vec![
-            entity("DNA", 0, 2),
-            entity("protein", 0, 1),
-            entity("protein", 4, 6),
-            entity("cell_type", 7, 9),
+    common::ner_record_of(
+        "genia/demo",
+        "IL-2 gene expression requires NF-kappa B in T cells",
+        &[
+            ("DNA", 0, 2),
+            ("protein", 0, 1),
+            ("protein", 4, 6),
+            ("cell_type", 7, 9),
         ],
-        tokens,
-    })
+    )
 }
 
 const DESC0: &str = "Read the given sentence carefully, identify all named entities of type \"DNA\", \"RNA\", \"protein\", \"cell_type\" or \"cell_line\".";

@@ -45,26 +45,35 @@ pub fn masa_record(language: Language) -> Record {
 }
 
 pub fn ner_record() -> Record {
-    let tokens: Vec<String> = "Activation of the IL-2 gene , by NF-kappa B , in Jurkat T cells"
-        .split(' ')
-        .map(String::from)
-        .collect();
-    let entity = |kind: &str, start: usize, end: usize| Entity {
-        kind: kind.into(),
-        start_token: start,
-        end_token: end,
-        text: tokens[start..end].join(" "),
-    };
-    Record::Ner(NerRecord {
-        id: "genia/demo".into(),
-        text: tokens.join(" "),
-        entities: vec![
-            entity("DNA", 3, 5),
-            entity("protein", 3, 4),
-            entity("protein", 7, 9),
-            entity("cell_line", 11, 14),
-            entity("cell_type", 12, 14),
+    ner_record_of(
+        "genia/demo",
+        "Activation of the IL-2 gene , by NF-kappa B , in Jurkat T cells",
+        &[
+            ("DNA", 3, 5),
+            ("protein", 3, 4),
+            ("protein", 7, 9),
+            ("cell_line", 11, 14),
+            ("cell_type", 12, 14),
         ],
+    )
+}
+
+/// A nested-NER record over a space-tokenized sentence; entities are `(type, start, end)`
+/// token ranges.
+pub fn ner_record_of(id: &str, sentence: &str, entities: &[(&str, usize, usize)]) -> Record {
+    let tokens: Vec<String> = sentence.split(' ').map(String::from).collect();
+    Record::Ner(NerRecord {
+        id: id.into(),
+        text: tokens.join(" "),
+        entities: entities
+            .iter()
+            .map(|&(kind, start, end)| Entity {
+                kind: kind.into(),
+                start_token: start,
+                end_token: end,
+                text: tokens[start..end].join(" "),
+            })
+            .collect(),
         tokens,
     })
 }

@@ -9,9 +9,8 @@
 
 pub mod corpus;
 
-use candle_core::{Tensor, Var};
+use candle_core::Var;
 use sde_engine::batch::{EncodedSample, TrainBatch, collate};
-use sde_engine::loss::masked_loss;
 use sde_engine::optim::AdamW;
 use sde_engine::{
     AdamWConfig, Decoding, GenerateConfig, Llama, LlamaConfig, LoraConfig, LoraTarget, Result,
@@ -100,7 +99,6 @@ impl Ids {
 /// the Python peer.
 #[derive(Debug)]
 pub struct TrainStep {
-    vars: Vec<Var>,
     optimizer: AdamW,
     batch: TrainBatch,
     /// Tokens per step (`batch × seq`).
@@ -141,7 +139,6 @@ impl TrainStep {
         let rows: Vec<&EncodedSample> = samples.iter().collect();
         let batch = collate(&rows, 0, model.device())?;
         Ok(Self {
-            vars,
             optimizer,
             tokens: batch.n_tokens,
             batch,
@@ -151,24 +148,8 @@ impl TrainStep {
     /// Runs one step and returns the loss (mean over the loss tokens).
     pub fn run(&mut self, model: &Llama) -> Result<f64> {
         let b = &self.batch;
-        let hidden = model.forward_hidden(&b.input_ids, Some(&b.attention_mask), None, true)?;
-        let loss = masked_loss(
-            &hidden,
-            &b.loss_positions,
-            &b.targets,
-            b.n_loss_tokens,
-            |h| model.logits(h),
-        )?;
-        let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let store = loss.backward()?;
-        let grads = self
-            .vars
-            .iter()
-            .map(|v| match store.get(v.as_tensor()) {
-                Some(g) => Ok(g.detach()),
-                None => Ok(v.as_tensor().zeros_like()?),
-            })
-            .collect::<Result<Vec<Tensor>>>()?;
+        let out = model.lora_loss_and_grads(b, b.n_loss_tokens)?;
+        let (value, grads) = (out.loss, out.grads);
         self.optimizer.step(&grads, 1e-4)?;
         Ok(value)
     }

@@ -477,7 +477,7 @@ impl RealRunner {
         let mut prompts = Vec::with_capacity(n);
         for s in &samples {
             let ids = tokenizer.encode(&s.prompt, false)?;
-            prompts.push(encode_prompt(&ids, special, &encode));
+            prompts.push(encode_prompt(&ids, special, encode));
         }
         let stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
         let config = GenerateConfig {

@@ -113,7 +113,10 @@ fn time_reps(
     Ok(out)
 }
 
+#[allow(unsafe_code)]
 fn main() -> Result<()> {
+    // SAFETY: first thing in main; no other thread exists yet.
+    unsafe { sde_engine::apply_cpu_env_defaults() };
     let args = parse_args()?;
     let started = Instant::now();
     let report = match args.workload.as_str() {

@@ -32,7 +32,10 @@ enum Command {
     Run(cmd::train::RunArgs),
 }
 
+#[allow(unsafe_code)]
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main; no other thread exists yet.
+    unsafe { sde_engine::apply_cpu_env_defaults() };
     let cli = Cli::parse();
     match cli.command {
         Command::Data(c) => cmd::data::run(c),

@@ -82,6 +82,55 @@ fn attach(x: &Tensor, y: &Tensor, grad: Grad) -> Result<Tensor> {
     }
 }
 
+/// `x @ w^T` where `w` is a frozen weight: the backward pass propagates to `x` only.
+/// candle's own matmul backward also computes the weight's gradient (a matmul as large as
+/// the forward one) even when nothing asks for it.
+#[derive(Debug, Clone, Copy)]
+struct FrozenMatmul;
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, k2) = wl.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen-matmul: x is [{m}, {k}], w is [{n}, {k2}]");
+        }
+        let wt = wl.transpose(0, 1)?;
+        let y = x.matmul(w, (1, m, n, k), xl, &wt)?;
+        Ok((y, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(g.matmul(w)?), None))
+    }
+}
+
+/// `x @ w^T` for `x: [m, k]` and a frozen `w: [n, k]`; differentiable with respect to `x`
+/// only. Off the CPU it is candle's matmul (which also computes the unused weight gradient).
+pub(crate) fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(w, FrozenMatmul)
+    } else {
+        x.matmul(&w.t()?)
+    }
+}
+
 /// Softmax over the last dimension, differentiable.
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod gguf;
 mod grad_ops;
 pub mod hub;
+mod kernels;
 pub mod load;
 mod lora;
 pub mod loss;
@@ -39,3 +40,24 @@ pub use score::{
 };
 pub use tokenizer::{SpecialTokens, Tokenizer};
 pub use train::{StepReport, TrainConfig, TrainSummary, train};
+
+/// Environment defaults for candle's CPU backend, applied by [`apply_cpu_env_defaults`]:
+/// elementwise kernels run on the calling thread (`CANDLE_NUM_THREADS=1`), so that candle's
+/// spinning elementwise pool does not compete with the matmul threads for the cores. On 2
+/// cores this took a SmolLM2-135M train step (batch 4 × 128) from 2.33 s to 2.10 s.
+pub const CPU_ENV_DEFAULTS: &[(&str, &str)] = &[("CANDLE_NUM_THREADS", "1")];
+
+/// Sets each of [`CPU_ENV_DEFAULTS`] that the user has not set.
+///
+/// # Safety
+/// Changes the process environment: call it first thing in `main`, before any other thread
+/// exists (see [`std::env::set_var`]).
+#[allow(unsafe_code)]
+pub unsafe fn apply_cpu_env_defaults() {
+    for (key, value) in CPU_ENV_DEFAULTS {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: the caller guarantees no other thread exists yet.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+}

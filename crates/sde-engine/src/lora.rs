@@ -59,7 +59,7 @@ impl Linear {
             .ok_or_else(|| EngineError::invalid("linear input is a scalar"))?;
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_f))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = crate::grad_ops::frozen_matmul(&x2, &self.weight)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -134,6 +134,11 @@ impl Linear {
 
 /// Inverted dropout with a mask drawn from the model's seeded generator.
 fn dropout(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
+    Ok((x * dropout_mask(x, p, rng)?)?)
+}
+
+/// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
+pub(crate) fn dropout_mask(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
     let n = x.elem_count();
     let keep = (1.0 / (1.0 - p)) as f32;
     let mask: Vec<f32> = {
@@ -142,8 +147,7 @@ fn dropout(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
             .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
             .collect()
     };
-    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?.to_device(x.device())?;
-    Ok((x * mask)?)
+    Ok(Tensor::from_vec(mask, x.shape(), &Device::Cpu)?.to_device(x.device())?)
 }
 
 /// A seeded generator for LoRA initialisation and dropout.

@@ -14,6 +14,9 @@ use crate::error::{EngineError, Result};
 use crate::grad_ops;
 use crate::lora::{Linear, seeded_rng};
 
+mod backprop;
+pub use backprop::LossAndGrads;
+
 /// Additive bias for masked attention scores. Finite, so that a fully masked row (a padding
 /// query) gives a uniform softmax instead of NaN.
 const MASKED: f32 = -1e9;
@@ -400,7 +403,7 @@ impl Llama {
             )));
         }
         let n: usize = dims[..dims.len() - 1].iter().product();
-        let y = hidden.reshape((n, h))?.matmul(&w.t()?)?;
+        let y = grad_ops::frozen_matmul(&hidden.reshape((n, h))?, w)?;
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         Ok(y.reshape(out)?)

@@ -131,6 +131,24 @@ impl GradAccumulator {
         Ok(())
     }
 
+    /// Adds one gradient per variable, in the variables' order.
+    pub fn add_tensors(&mut self, grads: Vec<Tensor>) -> Result<()> {
+        if grads.len() != self.grads.len() {
+            return Err(crate::error::EngineError::invalid(format!(
+                "{} gradients for {} variables",
+                grads.len(),
+                self.grads.len()
+            )));
+        }
+        for (slot, g) in self.grads.iter_mut().zip(grads) {
+            *slot = Some(match slot.take() {
+                Some(acc) => (acc + g)?,
+                None => g,
+            });
+        }
+        Ok(())
+    }
+
     /// Takes the sums out, with zeros for variables that got none, and resets the accumulator.
     pub fn take(&mut self, vars: &[Var]) -> Result<Vec<Tensor>> {
         self.grads

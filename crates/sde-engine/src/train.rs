@@ -7,7 +7,6 @@ use candle_core::Var;
 
 use crate::batch::{EncodedSample, collate, length_bucketed_batches};
 use crate::error::{EngineError, Result};
-use crate::loss::masked_loss;
 use crate::optim::{AdamW, AdamWConfig, GradAccumulator, clip_global_norm, linear_lr};
 use crate::{Llama, LoraConfig, LoraTarget};
 
@@ -174,20 +173,8 @@ pub fn train(
                 if batch.n_loss_tokens == 0 {
                     continue;
                 }
-                let hidden = model.forward_hidden(
-                    &batch.input_ids,
-                    Some(&batch.attention_mask),
-                    None,
-                    true,
-                )?;
-                let loss = masked_loss(
-                    &hidden,
-                    &batch.loss_positions,
-                    &batch.targets,
-                    n_window,
-                    |h| model.logits(h),
-                )?;
-                let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                let step_out = model.lora_loss_and_grads(&batch, n_window)?;
+                let value = step_out.loss;
                 if !value.is_finite() {
                     return Err(EngineError::NonFiniteLoss {
                         step: step + 1,
@@ -196,7 +183,7 @@ pub fn train(
                     });
                 }
                 loss_sum += value;
-                acc.add(&vars, &loss.backward()?)?;
+                acc.add_tensors(step_out.grads)?;
             }
             let mut grads = acc.take(&vars)?;
             let grad_norm = match config.max_grad_norm {

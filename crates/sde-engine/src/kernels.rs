@@ -171,7 +171,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut dst = vec![0f32; batch * m * n];
     let flops = 2 * m * n * k;
     if batch == 1 {
-        gemm_one(&mut dst, oa, ob, false, parallelism(flops));
+        gemm_one(&mut dst, oa, ob, false, parallelism(m, n, k));
     } else if m * n > 0 {
         let work = |(i, d): (usize, &mut [f32])| {
             gemm_one(d, oa.matrix(i), ob.matrix(i), false, Parallelism::None)
@@ -188,8 +188,10 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(dst, shape, a.device())?)
 }
 
-fn parallelism(flops: usize) -> Parallelism {
-    if flops >= PARALLEL_MIN_FLOPS {
+/// Threads for one `[m, k] @ [k, n]` product: all of them for big products, and for few-row
+/// products over a big matrix (decoding), whose cost is reading that matrix.
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    if 2 * m * n * k >= PARALLEL_MIN_FLOPS || (m <= 16 && k * n >= 1 << 17) {
         Parallelism::Rayon(rayon::current_num_threads().max(1))
     } else {
         Parallelism::None
@@ -249,7 +251,7 @@ pub(crate) fn matmul_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
             col_stride: lb.stride()[1],
             batch_stride: 0,
         };
-        gemm_one(&mut dst, oa, ob, i > 0, parallelism(2 * m * n * ad[1]));
+        gemm_one(&mut dst, oa, ob, i > 0, parallelism(m, n, ad[1]));
     }
     Ok(Tensor::from_vec(dst, (m, n), a0.device())?)
 }

@@ -1,6 +1,6 @@
 //! Linear layers with an optional LoRA adapter (PEFT conventions).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -25,6 +25,11 @@ pub(crate) struct LoraAdapter {
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     pub(crate) weight: Tensor,
+    /// `weight` transposed into a contiguous `[in, out]` copy, made on first use by inference
+    /// (no gradient): gemm reads it without repacking the weight on every call, which is what
+    /// a `[out, in]` weight costs when decoding a few rows, and big products on it run faster
+    /// too. Training never makes it. Reset when `weight` changes.
+    weight_t: OnceLock<Tensor>,
     pub(crate) bias: Option<Tensor>,
     pub(crate) lora: Option<LoraAdapter>,
 }
@@ -33,6 +38,7 @@ impl Linear {
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Self {
             weight,
+            weight_t: OnceLock::new(),
             bias,
             lora: None,
         }
@@ -59,7 +65,11 @@ impl Linear {
             .ok_or_else(|| EngineError::invalid("linear input is a scalar"))?;
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_f))?;
-        let mut y = crate::grad_ops::frozen_matmul(&x2, &self.weight)?;
+        let mut y = if !train && !x.track_op() {
+            crate::kernels::matmul(&x2.contiguous()?, self.transposed()?)?
+        } else {
+            crate::grad_ops::frozen_matmul(&x2, &self.weight)?
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -79,6 +89,15 @@ impl Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_features();
         Ok(y.reshape(out_dims)?)
+    }
+
+    /// The contiguous `[in, out]` copy of the weight (made once).
+    fn transposed(&self) -> Result<&Tensor> {
+        if let Some(t) = self.weight_t.get() {
+            return Ok(t);
+        }
+        let t = self.weight.t()?.contiguous()?;
+        Ok(self.weight_t.get_or_init(|| t))
     }
 
     /// Attaches a fresh adapter: A Kaiming-uniform with a = √5 (bound 1/√in), B zero.
@@ -116,6 +135,7 @@ impl Linear {
             && !lora.merged
         {
             self.weight = (&self.weight + Self::delta(lora)?)?.detach();
+            self.weight_t = OnceLock::new();
             lora.merged = true;
         }
         Ok(())
@@ -126,6 +146,7 @@ impl Linear {
             && lora.merged
         {
             self.weight = (&self.weight - Self::delta(lora)?)?.detach();
+            self.weight_t = OnceLock::new();
             lora.merged = false;
         }
         Ok(())

@@ -71,6 +71,9 @@ pub struct Llama {
     norm: Tensor,
     /// `None` when tied to the embedding.
     lm_head: Option<Tensor>,
+    /// The output head transposed into a contiguous `[hidden, vocab]` copy, made on first use
+    /// by inference (see `Linear`).
+    head_t: std::sync::OnceLock<Tensor>,
     inv_freq: Vec<f32>,
     position_scale: f32,
     lora: Option<LoraConfig>,
@@ -249,6 +252,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            head_t: std::sync::OnceLock::new(),
             inv_freq,
             position_scale,
             lora: None,
@@ -403,7 +407,19 @@ impl Llama {
             )));
         }
         let n: usize = dims[..dims.len() - 1].iter().product();
-        let y = grad_ops::frozen_matmul(&hidden.reshape((n, h))?, w)?;
+        let x = hidden.reshape((n, h))?;
+        let y = if !x.track_op() {
+            let wt = match self.head_t.get() {
+                Some(t) => t,
+                None => {
+                    let t = w.t()?.contiguous()?;
+                    self.head_t.get_or_init(|| t)
+                }
+            };
+            crate::kernels::matmul(&x.contiguous()?, wt)?
+        } else {
+            grad_ops::frozen_matmul(&x, w)?
+        };
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         Ok(y.reshape(out)?)

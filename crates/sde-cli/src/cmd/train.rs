@@ -411,6 +411,8 @@ fn train_run(samples: &Path, out: &Path, o: &TrainOptions) -> anyhow::Result<()>
         config.grad_accum
     );
     let pb = bar(total as u64, "loss {msg}");
+    // Without a terminal the bar is hidden; a line every 5% keeps logs informative.
+    let log_every = (total / 20).max(1);
     let mut log = Vec::new();
     let summary = sde_engine::train(&loaded.model, &encoded, pad, &config, |s| {
         if let Ok(line) = serde_json::to_string(s) {
@@ -424,6 +426,17 @@ fn train_run(samples: &Path, out: &Path, o: &TrainOptions) -> anyhow::Result<()>
             tokens_per_second(s)
         ));
         pb.set_position(s.step as u64);
+        if pb.is_hidden() && (s.step % log_every == 0 || s.step == s.total_steps) {
+            eprintln!(
+                "step {}/{} loss {:.4} lr {:.2e} | {:.0} tok/s | {:.0} s",
+                s.step,
+                s.total_steps,
+                s.loss,
+                s.lr,
+                tokens_per_second(s),
+                s.elapsed_s
+            );
+        }
     })?;
     pb.finish();
     eprintln!(
@@ -521,7 +534,15 @@ fn predict_run(
     let pb = bar(rows.len() as u64, "prompts");
     let start = std::time::Instant::now();
     let gens = sde_engine::generate(&loaded.model, &prompts, &stop, &config, |n| {
-        pb.inc(n as u64)
+        pb.inc(n as u64);
+        if pb.is_hidden() {
+            eprintln!(
+                "generated {}/{} prompts | {:.0} s",
+                pb.position(),
+                rows.len(),
+                start.elapsed().as_secs_f64()
+            );
+        }
     })?;
     pb.finish();
     let new_tokens: usize = gens.iter().map(|g| g.new_tokens()).sum();

@@ -256,6 +256,173 @@ pub(crate) fn matmul_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
     Ok(Tensor::from_vec(dst, (m, n), a0.device())?)
 }
 
+/// Runs `f` on the contiguous f32 data of a CPU tensor (made contiguous first if needed).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*st else {
+        return Err(crate::error::EngineError::invalid(
+            "fused kernel: not an f32 CPU tensor",
+        ));
+    };
+    let start = l.start_offset();
+    Ok(f(&v[start..start + l.shape().elem_count()]))
+}
+
+/// Whether the fused row kernels below apply (f32 on the CPU).
+pub(crate) fn fused_ok(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+/// Rows per parallel task of the row kernels.
+const ROW_BLOCK: usize = 8;
+
+/// RMSNorm forward over rows of width `h`: `y = x * r * w` with `r = 1 / sqrt(mean(x²) + eps)`.
+/// Returns `y` and `r` (`[rows, 1]`).
+pub(crate) fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let dims = x.dims().to_vec();
+    let h = *dims.last().unwrap_or(&1);
+    let rows = x.elem_count() / h.max(1);
+    let w = with_f32(w, <[f32]>::to_vec)?;
+    let mut y = vec![0f32; rows * h];
+    let mut r = vec![0f32; rows];
+    with_f32(x, |x| {
+        y.par_chunks_mut(h * ROW_BLOCK)
+            .zip(r.par_chunks_mut(ROW_BLOCK))
+            .enumerate()
+            .for_each(|(blk, (yb, rb))| {
+                for (i, (yr, rr)) in yb.chunks_mut(h).zip(rb.iter_mut()).enumerate() {
+                    let row = blk * ROW_BLOCK + i;
+                    let xr = &x[row * h..(row + 1) * h];
+                    let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+                    let inv = 1.0 / (ms + eps as f32).sqrt();
+                    *rr = inv;
+                    for ((o, &xv), &wv) in yr.iter_mut().zip(xr).zip(&w) {
+                        *o = xv * inv * wv;
+                    }
+                }
+            });
+    })?;
+    let dev = x.device();
+    let mut rdims = dims.clone();
+    *rdims.last_mut().unwrap_or(&mut 0) = 1;
+    Ok((
+        Tensor::from_vec(y, dims, dev)?,
+        Tensor::from_vec(r, rdims, dev)?,
+    ))
+}
+
+/// RMSNorm backward plus the residual gradient: `resid + (g*w - xhat * mean(g*w*xhat)) * r`
+/// with `xhat = x * r`.
+pub(crate) fn rms_backward_add(
+    x: &Tensor,
+    r: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    resid: &Tensor,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let h = *dims.last().unwrap_or(&1);
+    let w = with_f32(w, <[f32]>::to_vec)?;
+    let r = with_f32(r, <[f32]>::to_vec)?;
+    let mut out = with_f32(resid, <[f32]>::to_vec)?;
+    with_f32(x, |x| {
+        with_f32(g, |g| {
+            out.par_chunks_mut(h * ROW_BLOCK)
+                .enumerate()
+                .for_each(|(blk, ob)| {
+                    for (i, orow) in ob.chunks_mut(h).enumerate() {
+                        let row = blk * ROW_BLOCK + i;
+                        let (xr, gr) = (&x[row * h..(row + 1) * h], &g[row * h..(row + 1) * h]);
+                        let inv = r[row];
+                        let mut m = 0f32;
+                        for ((&xv, &gv), &wv) in xr.iter().zip(gr).zip(&w) {
+                            m += gv * wv * xv * inv;
+                        }
+                        m /= h as f32;
+                        for (((o, &xv), &gv), &wv) in orow.iter_mut().zip(xr).zip(gr).zip(&w) {
+                            *o += (gv * wv - xv * inv * m) * inv;
+                        }
+                    }
+                });
+        })
+    })??;
+    Ok(Tensor::from_vec(out, dims, x.device())?)
+}
+
+/// `silu(g) * u`.
+pub(crate) fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    let dims = g.dims().to_vec();
+    let mut out = vec![0f32; g.elem_count()];
+    with_f32(g, |g| {
+        with_f32(u, |u| {
+            out.par_chunks_mut(1 << 14).enumerate().for_each(|(c, o)| {
+                let base = c << 14;
+                for (i, ov) in o.iter_mut().enumerate() {
+                    let gv = g[base + i];
+                    *ov = gv / (1.0 + (-gv).exp()) * u[base + i];
+                }
+            });
+        })
+    })??;
+    Ok(Tensor::from_vec(out, dims, g.device())?)
+}
+
+/// Gradients of `silu(g) * u` with respect to `g` and `u`, given the output gradient `d`.
+pub(crate) fn swiglu_backward(g: &Tensor, u: &Tensor, d: &Tensor) -> Result<(Tensor, Tensor)> {
+    let dims = g.dims().to_vec();
+    let n = g.elem_count();
+    let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+    with_f32(g, |g| {
+        with_f32(u, |u| {
+            with_f32(d, |d| {
+                dg.par_chunks_mut(1 << 14)
+                    .zip(du.par_chunks_mut(1 << 14))
+                    .enumerate()
+                    .for_each(|(c, (dgc, duc))| {
+                        let base = c << 14;
+                        for (i, (a, b)) in dgc.iter_mut().zip(duc.iter_mut()).enumerate() {
+                            let (gv, uv, dv) = (g[base + i], u[base + i], d[base + i]);
+                            let sg = 1.0 / (1.0 + (-gv).exp());
+                            let silu = gv * sg;
+                            *a = dv * uv * sg * (1.0 + gv * (1.0 - sg));
+                            *b = dv * silu;
+                        }
+                    });
+            })
+        })
+    })???;
+    let dev = g.device();
+    Ok((
+        Tensor::from_vec(dg, dims.clone(), dev)?,
+        Tensor::from_vec(du, dims, dev)?,
+    ))
+}
+
+/// Softmax backward over rows of the last dimension: `p * (dp - sum(dp * p))`.
+pub(crate) fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Tensor> {
+    let dims = p.dims().to_vec();
+    let w = *dims.last().unwrap_or(&1);
+    let mut out = vec![0f32; p.elem_count()];
+    with_f32(p, |p| {
+        with_f32(dp, |dp| {
+            out.par_chunks_mut(w * ROW_BLOCK)
+                .enumerate()
+                .for_each(|(blk, ob)| {
+                    for (i, orow) in ob.chunks_mut(w).enumerate() {
+                        let row = blk * ROW_BLOCK + i;
+                        let (pr, dr) = (&p[row * w..(row + 1) * w], &dp[row * w..(row + 1) * w]);
+                        let s: f32 = pr.iter().zip(dr).map(|(a, b)| a * b).sum();
+                        for ((o, &pv), &dv) in orow.iter_mut().zip(pr).zip(dr) {
+                            *o = pv * (dv - s);
+                        }
+                    }
+                });
+        })
+    })??;
+    Ok(Tensor::from_vec(out, dims, p.device())?)
+}
+
 /// `x.mm(&y)`: [`matmul`] in method form.
 pub(crate) trait MatmulExt {
     /// `self @ rhs` through [`matmul`].
@@ -326,9 +493,57 @@ mod tests {
             &want,
         );
         let p = Tensor::randn(0f32, 1.0, (2, 3, 12, 10), &dev).unwrap();
+        let _ = &p;
         close(
             &matmul(&p.t().unwrap(), &q).unwrap(),
             &p.t().unwrap().matmul(&q).unwrap(),
+        );
+    }
+
+    #[test]
+    fn row_kernels_equal_their_composite_formulas() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (13, 24), &dev).unwrap();
+        let w = Tensor::randn(1f32, 0.1, 24, &dev).unwrap();
+        let g = Tensor::randn(0f32, 1.0, (13, 24), &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (13, 24), &dev).unwrap();
+        let eps = 1e-5;
+        let r_want = ((x.sqr().unwrap().mean_keepdim(1).unwrap() + eps)
+            .unwrap()
+            .sqrt()
+            .unwrap())
+        .recip()
+        .unwrap();
+        let (y, r) = rms_forward(&x, &w, eps).unwrap();
+        close(&r, &r_want);
+        close(
+            &y,
+            &x.broadcast_mul(&r_want).unwrap().broadcast_mul(&w).unwrap(),
+        );
+        let xhat = x.broadcast_mul(&r_want).unwrap();
+        let gw = g.broadcast_mul(&w).unwrap();
+        let m = (&gw * &xhat).unwrap().mean_keepdim(1).unwrap();
+        let want = (&res
+            + (gw - xhat.broadcast_mul(&m).unwrap())
+                .unwrap()
+                .broadcast_mul(&r_want)
+                .unwrap())
+        .unwrap();
+        close(&rms_backward_add(&x, &r, &w, &g, &res).unwrap(), &want);
+
+        let u = Tensor::randn(0f32, 1.0, (13, 24), &dev).unwrap();
+        close(&swiglu(&x, &u).unwrap(), &(x.silu().unwrap() * &u).unwrap());
+        let sg = candle_nn::ops::sigmoid(&x).unwrap();
+        let dsilu = (&sg * ((&x * (1.0 - &sg).unwrap()).unwrap() + 1.0).unwrap()).unwrap();
+        let (dg, du) = swiglu_backward(&x, &u, &g).unwrap();
+        close(&dg, &((&g * &u).unwrap() * dsilu).unwrap());
+        close(&du, &(&g * x.silu().unwrap()).unwrap());
+
+        let p = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let s = (&g * &p).unwrap().sum_keepdim(1).unwrap();
+        close(
+            &softmax_backward(&p, &g).unwrap(),
+            &(&p * g.broadcast_sub(&s).unwrap()).unwrap(),
         );
     }
 }

@@ -15,7 +15,7 @@ use candle_core::{D, DType, Tensor};
 use super::{Geometry, Layer, Llama};
 use crate::batch::TrainBatch;
 use crate::error::{EngineError, Result};
-use crate::kernels::{MatmulExt, matmul_sum};
+use crate::kernels::{self, MatmulExt, matmul_sum};
 use crate::lora::{Linear, dropout_mask};
 
 /// The loss of one micro-batch and the gradients of the LoRA factors.
@@ -132,7 +132,8 @@ impl Llama {
             &dpicked,
             0,
         )?;
-        let mut dx = rms_backward(&x, &rf, &self.norm, &dhf)?;
+        let zeros = dhf.zeros_like()?;
+        let mut dx = rms_backward_add(&x, &rf, &self.norm, &dhf, &zeros)?;
 
         let mut per_layer: Vec<Vec<(LoraGrads, usize)>> = Vec::with_capacity(self.layers.len());
         for (i, (layer, s)) in self.layers.iter().zip(saved).enumerate().rev() {
@@ -196,7 +197,7 @@ impl Llama {
         let (hn2, r2) = rms_forward(&x_mid, &layer.post_norm, eps)?;
         let (g, gsv) = self.linear_forward(&layer.gate, &hn2)?;
         let (u, usv) = self.linear_forward(&layer.up, &hn2)?;
-        let act = (g.silu()? * &u)?;
+        let act = swiglu(&g, &u)?;
         let (m, dsv) = self.linear_forward(&layer.down, &act)?;
         let out = (&x_mid + m)?;
         Ok((
@@ -252,7 +253,7 @@ impl Llama {
         )?;
         push(&mut grads, gg, 4);
         let dhn2 = dhn2.expect("asked for");
-        let dx_mid = (dout + rms_backward(&s.x_mid, &s.r2, &layer.post_norm, &dhn2)?)?;
+        let dx_mid = rms_backward_add(&s.x_mid, &s.r2, &layer.post_norm, &dhn2, dout)?;
 
         // Attention.
         let (dattn, go) = linears_backward(&[(&layer.o, &s.o, &dx_mid)], true)?;
@@ -286,7 +287,7 @@ impl Llama {
         )?;
         push(&mut grads, gqkv, 0);
         let dx = match dhn1 {
-            Some(dhn1) => (dx_mid + rms_backward(&s.x, &s.r1, &layer.input_norm, &dhn1)?)?,
+            Some(dhn1) => rms_backward_add(&s.x, &s.r1, &layer.input_norm, &dhn1, &dx_mid)?,
             None => dx_mid,
         };
         Ok((dx, grads))
@@ -388,6 +389,9 @@ fn linears_backward(
 
 /// `y = x / rms(x) * w`; returns `y` and `1 / rms(x)` (`[n, 1]`).
 fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    if kernels::fused_ok(x) {
+        return kernels::rms_forward(x, w, eps);
+    }
     let h = x.dim(D::Minus1)? as f64;
     let r = ((x.sqr()?.sum_keepdim(D::Minus1)? / h)? + eps)?
         .sqrt()?
@@ -396,23 +400,46 @@ fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     Ok((y, r))
 }
 
-/// Gradient of [`rms_forward`] with respect to `x`.
-fn rms_backward(x: &Tensor, r: &Tensor, w: &Tensor, g: &Tensor) -> Result<Tensor> {
+/// `resid` plus the gradient of [`rms_forward`] with respect to `x`.
+fn rms_backward_add(
+    x: &Tensor,
+    r: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    resid: &Tensor,
+) -> Result<Tensor> {
+    if kernels::fused_ok(x) {
+        return kernels::rms_backward_add(x, r, w, g, resid);
+    }
     let h = x.dim(D::Minus1)? as f64;
     let xhat = x.broadcast_mul(r)?;
     let gw = g.broadcast_mul(w)?;
     let m = ((&gw * &xhat)?.sum_keepdim(D::Minus1)? / h)?;
-    Ok((gw - xhat.broadcast_mul(&m)?)?.broadcast_mul(r)?)
+    Ok((resid + (gw - xhat.broadcast_mul(&m)?)?.broadcast_mul(r)?)?)
 }
 
 /// Gradient of softmax over the last dimension: `p * (dp - sum(dp * p))`.
 fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Tensor> {
+    if kernels::fused_ok(p) {
+        return kernels::softmax_backward(p, dp);
+    }
     let s = (dp * p)?.sum_keepdim(D::Minus1)?;
     Ok((p * dp.broadcast_sub(&s)?)?)
 }
 
+/// `silu(g) * u`.
+fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if kernels::fused_ok(g) {
+        return kernels::swiglu(g, u);
+    }
+    Ok((g.silu()? * u)?)
+}
+
 /// Gradients of `silu(g) * u` with respect to `g` and `u`.
 fn swiglu_backward(g: &Tensor, u: &Tensor, d: &Tensor) -> Result<(Tensor, Tensor)> {
+    if kernels::fused_ok(g) {
+        return kernels::swiglu_backward(g, u, d);
+    }
     let sg = candle_nn::ops::sigmoid(g)?;
     let silu = (g * &sg)?;
     // silu'(g) = sg * (1 + g * (1 - sg))

@@ -8,7 +8,7 @@ use candle_core::{Device, Module, Tensor};
 
 fn main() -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    for rows in [1usize, 8] {
+    for rows in [1usize, 8, 1024] {
         for (out, inp) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
             let w = Tensor::randn(0f32, 0.02, (out, inp), &dev)?;
             let wt = w.t()?.contiguous()?;
@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
                 for _ in 0..3 {
                     f()?;
                 }
-                let reps = 50;
+                let reps = if rows > 100 { 5 } else { 50 };
                 let t = Instant::now();
                 for _ in 0..reps {
                     f()?;

@@ -6,6 +6,9 @@
 //! sde-bench-worker decode --batch 1 [--reps 3] [--steps 3] [--warmup 1] [--gguf PATH]
 //! sde-bench-worker score  --batch 8 [--reps 3] [--steps 5] [--warmup 2] [--gguf PATH]
 //! sde-bench-worker matmul [--reps 3]
+//! sde-bench-worker fma [--reps 3]
+//! sde-bench-worker decode-q8 --batch 1 ...     (decode steps on Q8_0 layer weights)
+//! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
 //! ```
 //!
 //! Without `--gguf` the model has SmolLM2-135M shapes and random weights. `steps` is the
@@ -66,6 +69,66 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(args)
+}
+
+/// Measured f32 FMA throughput in GFLOP/s: `threads` threads, each running 12 independent
+/// chains of 16-lane fused multiply-adds (enough to cover the FMA latency) for about a second.
+fn fma_peak(threads: usize) -> f64 {
+    let iters = 20_000_000usize;
+    let start = Instant::now();
+    let sink: (f32, usize) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| scope.spawn(move || fma_chains(iters, t as f32 * 1e-3)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0.0, 0)))
+            .fold((0.0, 0), |(s, _), (v, lanes)| (s + v, lanes))
+    });
+    let lanes = std::hint::black_box(sink).1;
+    let flops = 2.0 * (threads * iters * lanes) as f64;
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// `iters` rounds of `a = a * x + y` on 12 independent 16-lane chains; returns their sum.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, _mm512_set1_ps};
+    let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
+    let y = _mm512_set1_ps(std::hint::black_box(1e-7));
+    let mut a = [_mm512_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, x, y);
+        }
+    }
+    let mut s = a[0];
+    for v in &a[1..] {
+        s = _mm512_add_ps(s, *v);
+    }
+    (_mm512_reduce_add_ps(s), 12 * 16)
+}
+
+/// [`fma_chains_avx512`] on builds with AVX-512 enabled.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[allow(unsafe_code)]
+fn fma_chains(iters: usize, seed: f32) -> (f32, usize) {
+    // SAFETY: this build enables avx512f for the whole crate (the cfg above), so the CPU it
+    // runs on has it (a binary built with target-cpu=native runs where it was built).
+    unsafe { fma_chains_avx512(iters, seed) }
+}
+
+/// Portable fallback (scalar FMAs; the figure is then not the machine's vector peak).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+fn fma_chains(iters: usize, seed: f32) -> (f32, usize) {
+    let mut a = [seed; 12];
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = v.mul_add(0.999_999, 1e-7);
+        }
+    }
+    (a.iter().sum(), 12)
 }
 
 /// Peak resident set size of this process in MiB (VmHWM).
@@ -138,8 +201,13 @@ fn main() -> Result<()> {
                 "peak_rss_mib": peak_rss_mib(), "loss_first": losses.first(), "loss_last": losses.last(),
             })
         }
-        "decode" => {
-            let model = load(&args)?;
+        "decode" | "decode-q8" | "decode-q8-all" => {
+            let mut model = load(&args)?;
+            model.set_q8_decode(match args.workload.as_str() {
+                "decode-q8" => sde_engine::Q8Scope::Layers,
+                "decode-q8-all" => sde_engine::Q8Scope::LayersAndHead,
+                _ => sde_engine::Q8Scope::Off,
+            })?;
             let load_s = started.elapsed().as_secs_f64();
             let prompts = decode_prompts(&model, args.batch, 13);
             let steps = args.steps.unwrap_or(3);
@@ -150,7 +218,7 @@ fn main() -> Result<()> {
                 Ok(())
             })?;
             json!({
-                "workload": "decode", "batch": args.batch, "seq": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
+                "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
                 "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps,
                 "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(),
             })
@@ -187,7 +255,17 @@ fn main() -> Result<()> {
             }
             json!({ "workload": "matmul", "m": n, "k": n, "n": n, "gflops": gflops })
         }
-        other => bail!("unknown workload {other} (train, decode, score or matmul)"),
+        "fma" => {
+            let threads = std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let gflops: Vec<f64> = (0..args.reps).map(|_| fma_peak(threads)).collect();
+            json!({ "workload": "fma", "threads": threads, "gflops": gflops })
+        }
+        other => bail!(
+            "unknown workload {other} (train, decode, decode-q8, decode-q8-all, score, matmul or fma)"
+        ),
     };
     println!("{report}");
     Ok(())

@@ -33,7 +33,7 @@ pub use fetch::{cache_dir, default_model_path, default_model_path_in};
 pub use generate::{Decoding, FinishReason, GenerateConfig, Generation, generate};
 pub use hub::load_hub;
 pub use load::{LoadedModel, ModelSource, load, load_gguf, load_hf_dir};
-pub use model::{KvCache, Llama, default_device};
+pub use model::{KvCache, Llama, Q8Scope, default_device};
 pub use optim::AdamWConfig;
 pub use score::{
     PerplexityReport, Scored, output_perplexity, prompt_perplexity, score, sequence_logprobs,

@@ -2,7 +2,8 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,6 +31,9 @@ pub(crate) struct Linear {
     /// a `[out, in]` weight costs when decoding a few rows, and big products on it run faster
     /// too. Training never makes it. Reset when `weight` changes.
     weight_t: OnceLock<Tensor>,
+    /// A Q8_0 copy of `weight` for decode steps ([`Linear::quantize_q8`]); `None` otherwise.
+    /// Reset when `weight` changes.
+    q8: Option<QMatMul>,
     pub(crate) bias: Option<Tensor>,
     pub(crate) lora: Option<LoraAdapter>,
 }
@@ -39,6 +43,7 @@ impl Linear {
         Self {
             weight,
             weight_t: OnceLock::new(),
+            q8: None,
             bias,
             lora: None,
         }
@@ -65,7 +70,13 @@ impl Linear {
             .ok_or_else(|| EngineError::invalid("linear input is a scalar"))?;
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((n, in_f))?;
-        let mut y = if !train && !x.track_op() {
+        let mut y = if let Some(q) = self
+            .q8
+            .as_ref()
+            .filter(|_| !train && n <= Q8_MAX_ROWS && !x.track_op())
+        {
+            q.forward(&x2.contiguous()?)?
+        } else if !train && !x.track_op() {
             crate::kernels::matmul(&x2.contiguous()?, self.transposed()?)?
         } else {
             crate::grad_ops::frozen_matmul(&x2, &self.weight)?
@@ -89,6 +100,17 @@ impl Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_features();
         Ok(y.reshape(out_dims)?)
+    }
+
+    /// Makes (`on`) or drops the Q8_0 copy of the weight that decode steps read. An unmerged
+    /// adapter still applies on top (in f32).
+    pub(crate) fn quantize_q8(&mut self, on: bool) -> Result<()> {
+        self.q8 = if on {
+            Some(q8_matmul(&self.weight)?)
+        } else {
+            None
+        };
+        Ok(())
     }
 
     /// The contiguous `[in, out]` copy of the weight (made once).
@@ -136,6 +158,7 @@ impl Linear {
         {
             self.weight = (&self.weight + Self::delta(lora)?)?.detach();
             self.weight_t = OnceLock::new();
+            self.q8 = None;
             lora.merged = true;
         }
         Ok(())
@@ -147,10 +170,21 @@ impl Linear {
         {
             self.weight = (&self.weight - Self::delta(lora)?)?.detach();
             self.weight_t = OnceLock::new();
+            self.q8 = None;
             lora.merged = false;
         }
         Ok(())
     }
+}
+
+/// Inference products with at most this many rows (decode steps) use the Q8_0 weights when
+/// the model has them; prefill and scoring stay f32.
+pub(crate) const Q8_MAX_ROWS: usize = 16;
+
+/// A Q8_0 (8-bit, blocks of 32 with an f16 scale) matmul over `weight` (`[out, in]`).
+pub(crate) fn q8_matmul(weight: &Tensor) -> Result<QMatMul> {
+    let q = QTensor::quantize(&weight.contiguous()?, GgmlDType::Q8_0)?;
+    Ok(QMatMul::from_qtensor(q)?)
 }
 
 /// Inverted dropout with a mask drawn from the model's seeded generator.

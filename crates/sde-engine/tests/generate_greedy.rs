@@ -8,7 +8,7 @@ use common::fixtures_dir;
 
 use candle_core::Device;
 use sde_engine::{
-    Decoding, FinishReason, GenerateConfig, Generation, Llama, LlamaConfig, generate,
+    Decoding, FinishReason, GenerateConfig, Generation, Llama, LlamaConfig, Q8Scope, generate,
 };
 use serde_json::Value;
 
@@ -149,5 +149,50 @@ fn default_model_greedy_matches_transformers_batched_and_one_by_one() {
             "{key}: {} prompts match (batched and one by one)",
             batched.len()
         );
+    }
+}
+
+/// Q8_0 decode steps against the f32 reference: the share of transformers' greedy tokens
+/// reproduced before the first divergence, per scope (printed, and held to the figures
+/// measured when the option was added, with a small margin).
+#[test]
+fn default_model_q8_decode_stays_close_to_the_f32_reference() {
+    let Some(dir) = fixtures_dir() else { return };
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("greedy.json")).unwrap()).unwrap();
+    let mut loaded = sde_engine::load("default").expect("default model loads");
+    let eos = loaded.tokenizer.eos_id().unwrap();
+    let max_new = fx["max_new_tokens"].as_u64().unwrap() as usize;
+    let cases = fx["greedy"].as_array().unwrap();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["prompt_ids"])).collect();
+    let cfg = GenerateConfig {
+        max_new_tokens: max_new,
+        repetition_penalty: 1.0,
+        batch_size: 3,
+        ..GenerateConfig::default()
+    };
+    for (scope, floor) in [(Q8Scope::Layers, 0.7), (Q8Scope::LayersAndHead, 0.5)] {
+        loaded.model.set_q8_decode(scope).unwrap();
+        let got = generate(&loaded.model, &prompts, &[eos], &cfg, |_| {}).unwrap();
+        let (mut prefix, mut total) = (0usize, 0usize);
+        for (g, case) in got.iter().zip(cases) {
+            let mut toks = g.tokens.clone();
+            toks.extend(g.stop_token);
+            let want = ids(&case["new_ids"]);
+            prefix += toks.iter().zip(&want).take_while(|(a, b)| a == b).count();
+            total += want.len();
+        }
+        let share = prefix as f64 / total as f64;
+        eprintln!(
+            "{scope:?}: {prefix} of {total} reference tokens before the first divergence ({share:.3})"
+        );
+        assert!(share >= floor, "{scope:?}: diverges early: {share:.3}");
+    }
+    loaded.model.set_q8_decode(Q8Scope::Off).unwrap();
+    let back = generate(&loaded.model, &prompts, &[eos], &cfg, |_| {}).unwrap();
+    for (g, case) in back.iter().zip(cases) {
+        let mut toks = g.tokens.clone();
+        toks.extend(g.stop_token);
+        assert_eq!(toks, ids(&case["new_ids"]), "f32 again after Q8Scope::Off");
     }
 }

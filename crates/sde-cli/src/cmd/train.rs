@@ -281,6 +281,14 @@ pub(crate) struct PredictOptions {
     /// Sampling seed.
     #[arg(long, default_value_t = 1)]
     sample_seed: u64,
+    /// Decode steps read Q8_0 copies of the (merged) layer weights; prompts and the output
+    /// head stay f32. Faster at small batch; the accuracy effect is measured in
+    /// docs/performance.md.
+    #[arg(long)]
+    q8: bool,
+    /// With --q8, the output head too (faster still, less faithful).
+    #[arg(long, requires = "q8")]
+    q8_head: bool,
 }
 
 impl PredictOptions {
@@ -521,6 +529,13 @@ fn predict_run(
         sde_engine::load_adapter(&mut loaded.model, dir)?;
         loaded.model.merge_lora()?;
         encode = rec.encode.clone();
+    }
+    if o.q8 {
+        loaded.model.set_q8_decode(if o.q8_head {
+            sde_engine::Q8Scope::LayersAndHead
+        } else {
+            sde_engine::Q8Scope::Layers
+        })?;
     }
     let tok = &loaded.tokenizer;
     let special = SpecialIds::of(tok)?;

@@ -274,7 +274,7 @@ impl Knobs {
                 data: DataKnobs {
                     masa: strings(&["mams-acsa", "semeval14-restaurants"]),
                     ner: "genia-raw".into(),
-                    event: "maven-fewshot".into(),
+                    event: "maven-fewshot-pooled".into(),
                     review11: "mams-acsa".into(),
                     ..base.data
                 },
@@ -290,7 +290,7 @@ impl Knobs {
                 data: DataKnobs {
                     masa: strings(&["mams-acsa", "semeval14-restaurants"]),
                     ner: "genia-raw".into(),
-                    event: "maven-fewshot".into(),
+                    event: "maven-fewshot-pooled".into(),
                     review11: "mams-acsa".into(),
                     test_size: 0,
                     ..base.data

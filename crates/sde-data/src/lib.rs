@@ -21,7 +21,9 @@ pub mod synth;
 
 pub use error::{DataError, Result};
 pub use load::LoadReport;
-pub use recipe::{AspectSpec, LoaderKind, Recipe, RecipeOptions, SplitSpec, data_root_from_env};
+pub use recipe::{
+    AspectSpec, LoaderKind, Recipe, RecipeOptions, SplitPart, SplitSpec, data_root_from_env,
+};
 pub use record::{
     AspectDef, AspectLabel, Domain, Entity, Event, EventRecord, GENIA_TYPES, MAVEN10_TYPES,
     MasaRecord, NerRecord, Record, STUDY_D1, STUDY_D2, Sentiment, Span, TaskKind,

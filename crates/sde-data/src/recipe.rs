@@ -26,6 +26,8 @@
 //! files = ["mams/MAMS-ACSA/train.xml"]   # relative to the data root
 //! size = 3149                # checked after loading
 //! range = [0, 3149]          # optional: keep records start..end of what the files give
+//! part = { of = 5, keep = [0, 1, 2, 3] }  # optional: keep records whose text hashes into
+//!                            # these of 5 buckets (an order-free, reproducible holdout)
 //! ```
 
 use std::collections::BTreeMap;
@@ -115,6 +117,34 @@ pub struct SplitSpec {
     /// Keep only records `start..end` of what the files give.
     #[serde(default)]
     pub range: Option<[usize; 2]>,
+    /// Keep only records whose text falls into some buckets of a hash partition (applied
+    /// after `range`).
+    #[serde(default)]
+    pub part: Option<SplitPart>,
+}
+
+/// A reproducible holdout: records are assigned to one of `of` buckets by a 64-bit FNV-1a
+/// hash of their text (so the assignment does not depend on file order or record ids), and
+/// the split keeps those in `keep`. Two splits with disjoint `keep` lists never share a text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitPart {
+    /// Number of buckets.
+    pub of: u32,
+    /// Buckets kept, each below `of`.
+    pub keep: Vec<u32>,
+}
+
+impl SplitPart {
+    /// The bucket of a record text.
+    pub fn bucket(&self, text: &str) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % u64::from(self.of.max(1))) as u32
+    }
 }
 
 /// Loader options a recipe may set.
@@ -239,6 +269,14 @@ impl Recipe {
                 && a > b
             {
                 return err(format!("split `{}`: range start {a} > end {b}", s.name));
+            }
+            if let Some(p) = &s.part
+                && (p.of == 0 || p.keep.is_empty() || p.keep.iter().any(|k| *k >= p.of))
+            {
+                return err(format!(
+                    "split `{}`: part needs of > 0 and a non-empty keep list of buckets below {}",
+                    s.name, p.of
+                ));
             }
         }
         let task_of_loader = match self.loader {
@@ -467,6 +505,9 @@ impl Recipe {
                 ));
             }
             records = records.drain(a..b).collect();
+        }
+        if let Some(part) = &spec.part {
+            records.retain(|r| part.keep.contains(&part.bucket(r.text())));
         }
         if let Some(expected) = spec.size
             && expected != records.len()

@@ -218,6 +218,34 @@ fn maven_fewshot_counts() {
     assert_eq!(recipe.domain("test").unwrap().len(), 20);
 }
 
+/// The pooled recipe's hash split: 1,040 / 269 sentences, no text in both, every one of the
+/// 1,309 few-shot sentences in exactly one split, and both splits over the same 36 types.
+#[test]
+fn maven_fewshot_pooled_split_is_disjoint_and_complete() {
+    let Some(root) = root() else { return };
+    let (train, _) = load("maven-fewshot-pooled", "train", &root);
+    let (test, _) = load("maven-fewshot-pooled", "test", &root);
+    assert_eq!((train.len(), test.len()), (1040, 269));
+    let texts = |rs: &[Record]| -> std::collections::BTreeSet<String> {
+        rs.iter().map(|r| r.text().to_string()).collect()
+    };
+    let (a, b) = (texts(&train), texts(&test));
+    assert!(a.is_disjoint(&b));
+    let mut all = texts(&load("maven-fewshot", "dev", &root).0);
+    all.extend(texts(&load("maven-fewshot", "test", &root).0));
+    assert_eq!(a.union(&b).count(), all.len());
+    let types = |rs: &[Record]| -> std::collections::BTreeSet<String> {
+        rs.iter()
+            .flat_map(|r| match r {
+                Record::Event(e) => e.events.iter().map(|ev| ev.kind.clone()).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    assert_eq!(types(&train).len(), 36);
+    assert_eq!(types(&test), types(&train));
+}
+
 #[test]
 fn maven_heuristic_prompts_counts() {
     let Some(root) = root() else { return };

@@ -46,10 +46,13 @@ fn bars(
             .flat_map(|s| s.2.iter().flatten())
             .map(|s| s.lo.unwrap_or(s.mean).min(s.mean))
             .fold(0.0f64, f64::min);
-        let y_max = if top <= 1.0 && bottom >= 0.0 {
-            1.0
+        // Scores live in [-1, 1]: show 0..1 unless a value or interval leaves it, and keep a
+        // readable span when every value is near zero (a model that learned nothing).
+        let y_max = if top <= 1.0 { 1.0 } else { top * 1.1 };
+        let y_min = if bottom < 0.0 {
+            (bottom * 1.1).min(-0.05)
         } else {
-            top * 1.1
+            0.0
         };
         let n = categories.len().max(1);
         let mut chart = ChartBuilder::on(&root)
@@ -57,12 +60,14 @@ fn bars(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), bottom.min(0.0)..y_max)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y_min..y_max)
             .map_err(err)?;
         let cats = categories.to_vec();
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .max_light_lines(1)
+            .y_label_formatter(&|v| format!("{v:.2}"))
             .x_labels(n + 1)
             .x_label_formatter(&move |x| {
                 let i = x.round();
@@ -155,6 +160,9 @@ fn scatter(
             .map_err(err)?;
         chart
             .configure_mesh()
+            .max_light_lines(1)
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
             .x_desc(x_desc)
             .y_desc(y_desc)
             .draw()

@@ -31,6 +31,9 @@ enum Command {
     Merge(MergeArgs),
     /// Measure the engine and the Python stack side by side; write docs/performance.md.
     Bench(crate::bench::BenchArgs),
+    /// Check that fine-tuning beats the untuned model (kappa and format errors) on synthetic
+    /// MASA; fails otherwise.
+    Learns(crate::learns::LearnsArgs),
 }
 
 /// Which study: preset, config file, overrides, results folder.
@@ -172,6 +175,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Reproduce(args) => reproduce(args),
         Command::Bench(args) => crate::bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Learns(args) => crate::learns::learns(&args).map(|pass| {
+            if pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Command::Report(study) => {
             let knobs = study.knobs()?;
             let out = study.out();

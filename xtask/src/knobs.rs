@@ -395,12 +395,12 @@ impl Knobs {
                 shots: vec![2],
                 models: Vec::new(),
             },
-            // Measured on a 2-core Zen 5 by `cargo xtask bench --quick` (docs/performance.md):
-            // train b4x128, greedy decode b8, scoring b8.
+            // Measured on 2 cores (AMD EPYC, Zen 4) by `cargo xtask bench` (docs/performance.md):
+            // train b4x128, greedy f32 decode b8, scoring b8.
             cost: CostKnobs {
-                train_tokens_per_s: 108.0,
-                generate_tokens_per_s: 36.0,
-                score_tokens_per_s: 574.0,
+                train_tokens_per_s: 270.0,
+                generate_tokens_per_s: 72.0,
+                score_tokens_per_s: 623.0,
                 cell_overhead_s: 10.0,
             },
             fake: FakeKnobs {

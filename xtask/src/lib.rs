@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cost;
 pub mod designs;
 pub mod knobs;
+pub mod learns;
 pub mod matrix;
 pub mod orchestrate;
 pub mod plots;

@@ -266,15 +266,14 @@ fn generate_batch(
         })
         .collect();
     let mut active = vec![config.max_new_tokens > 0; b];
-    let ones = Tensor::ones((b, 1), candle_core::DType::U32, device)?;
+    // Cache row i holds prompt row slots[i]; finished rows leave the cache so that the
+    // remaining steps compute only unfinished ones.
+    let mut slots: Vec<usize> = (0..b).collect();
     for step in 0..config.max_new_tokens {
         let rows_logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
-        let mut next = vec![pad; b];
-        for r in 0..b {
-            if !active[r] {
-                continue;
-            }
-            let mut l = rows_logits[r].clone();
+        let mut next = vec![pad; slots.len()];
+        for (i, &r) in slots.iter().enumerate() {
+            let mut l = rows_logits[i].clone();
             apply_repetition_penalty(&mut l, &seen[r], config.repetition_penalty);
             let tok = match config.decoding {
                 Decoding::Greedy => argmax(&l),
@@ -285,7 +284,7 @@ fn generate_batch(
                     ..
                 } => sample(&l, temperature, top_k, top_p, &mut rngs[r]),
             };
-            next[r] = tok;
+            next[i] = tok;
             seen[r][tok as usize] = true;
             if stop_ids.contains(&tok) {
                 gens[r].stop_token = Some(tok);
@@ -298,7 +297,15 @@ fn generate_batch(
         if step + 1 == config.max_new_tokens || !active.iter().any(|a| *a) {
             break;
         }
-        let next = Tensor::from_vec(next, (b, 1), device)?;
+        let keep: Vec<usize> = (0..slots.len()).filter(|&i| active[slots[i]]).collect();
+        if keep.len() < slots.len() {
+            cache.retain_rows(&keep)?;
+            next = keep.iter().map(|&i| next[i]).collect();
+            slots = keep.iter().map(|&i| slots[i]).collect();
+        }
+        let n = slots.len();
+        let next = Tensor::from_vec(next, (n, 1), device)?;
+        let ones = Tensor::ones((n, 1), candle_core::DType::U32, device)?;
         let hidden = model.forward_hidden(&next, Some(&ones), Some(&mut cache), false)?;
         logits = model.logits(&hidden.i((.., 0, ..))?.contiguous()?)?;
     }

@@ -131,6 +131,29 @@ impl KvCache {
         })
     }
 
+    /// Keeps only the listed rows (in that order), e.g. to stop computing finished generations.
+    pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
+        if rows.is_empty() || rows.iter().any(|&r| r >= self.batch) {
+            return Err(EngineError::invalid(format!(
+                "retain_rows {rows:?} of a cache with {} rows",
+                self.batch
+            )));
+        }
+        let device = self.k.first().map(|t| t.device().clone());
+        let Some(device) = device else {
+            return Ok(());
+        };
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), &device)?;
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.index_select(&idx, 0)?;
+        }
+        self.mask = rows.iter().map(|&r| self.mask[r].clone()).collect();
+        self.real = rows.iter().map(|&r| self.real[r]).collect();
+        self.batch = rows.len();
+        Ok(())
+    }
+
     /// Positions stored so far.
     pub fn len(&self) -> usize {
         self.len

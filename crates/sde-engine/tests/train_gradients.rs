@@ -26,7 +26,13 @@ fn tiny_model() -> Llama {
             seed: 5,
         })
         .unwrap();
-    // B starts at zero (PEFT init), which would make every A gradient zero: randomise both.
+    randomise_lora(&model);
+    model
+}
+
+/// B starts at zero (PEFT init), which would make every A gradient zero: sets every LoRA
+/// factor to fixed pseudo-random values instead.
+fn randomise_lora(model: &Llama) {
     for (i, (_, var)) in model.lora_vars().into_iter().enumerate() {
         let n = var.elem_count();
         let vals: Vec<f32> = (0..n)
@@ -35,7 +41,6 @@ fn tiny_model() -> Llama {
         var.set(&Tensor::from_vec(vals, var.dims(), &Device::Cpu).unwrap())
             .unwrap();
     }
-    model
 }
 
 #[test]
@@ -204,14 +209,7 @@ fn hand_written_backward_equals_autograd() {
                     seed: 5,
                 })
                 .unwrap();
-            for (i, (_, var)) in model.lora_vars().into_iter().enumerate() {
-                let n = var.elem_count();
-                let vals: Vec<f32> = (0..n)
-                    .map(|k| (((k * 7919 + i * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.3)
-                    .collect();
-                var.set(&Tensor::from_vec(vals, var.dims(), &Device::Cpu).unwrap())
-                    .unwrap();
-            }
+            randomise_lora(&model);
             model
         };
         let special = SpecialIds {

@@ -9,7 +9,7 @@
 //! normaliser, dropped LoRA scale) gives errors of order 1.
 
 use candle_core::{Device, Tensor, Var};
-use sde_engine::batch::{EncodeOptions, SpecialIds, collate, encode_ids};
+use sde_engine::batch::{EncodeOptions, SpecialIds, TrainBatch, collate, encode_ids};
 use sde_engine::loss::masked_loss;
 use sde_engine::{Llama, LlamaConfig, LoraConfig, LoraTarget};
 use sde_format::LossOn;
@@ -30,6 +30,36 @@ fn tiny_model() -> Llama {
     model
 }
 
+/// A right-padded batch of two rows with BOS: `first_prompt` → `[30, 31, 4]` with the loss on
+/// the completion (No-MI), and `[8, 3]` → `[17, 40]` with the loss on every token (MI).
+fn two_row_batch(first_prompt: &[u32]) -> TrainBatch {
+    let special = SpecialIds {
+        bos: Some(1),
+        eos: 2,
+        tokenizer_adds_bos: false,
+    };
+    let opts = EncodeOptions::default();
+    let a = encode_ids(
+        0,
+        first_prompt,
+        &[30, 31, 4],
+        LossOn::Completion,
+        special,
+        &opts,
+    )
+    .unwrap();
+    let b = encode_ids(
+        1,
+        &[8, 3],
+        &[17, 40],
+        LossOn::PromptAndCompletion,
+        special,
+        &opts,
+    )
+    .unwrap();
+    collate(&[&a, &b], 2, &Device::Cpu).unwrap()
+}
+
 /// B starts at zero (PEFT init), which would make every A gradient zero: sets every LoRA
 /// factor to fixed pseudo-random values instead.
 fn randomise_lora(model: &Llama) {
@@ -46,31 +76,7 @@ fn randomise_lora(model: &Llama) {
 #[test]
 fn lora_gradients_match_central_finite_differences() {
     let model = tiny_model();
-    let special = SpecialIds {
-        bos: Some(1),
-        eos: 2,
-        tokenizer_adds_bos: false,
-    };
-    let opts = EncodeOptions::default();
-    let a = encode_ids(
-        0,
-        &[5, 9, 13, 7, 21],
-        &[30, 31, 4],
-        LossOn::Completion,
-        special,
-        &opts,
-    )
-    .unwrap();
-    let b = encode_ids(
-        1,
-        &[8, 3],
-        &[17, 40],
-        LossOn::PromptAndCompletion,
-        special,
-        &opts,
-    )
-    .unwrap();
-    let batch = collate(&[&a, &b], 2, &Device::Cpu).unwrap();
+    let batch = two_row_batch(&[5, 9, 13, 7, 21]);
     let loss_of = |model: &Llama| -> Tensor {
         let h = model
             .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, true)
@@ -212,31 +218,7 @@ fn hand_written_backward_equals_autograd() {
             randomise_lora(&model);
             model
         };
-        let special = SpecialIds {
-            bos: Some(1),
-            eos: 2,
-            tokenizer_adds_bos: false,
-        };
-        let opts = EncodeOptions::default();
-        let a = encode_ids(
-            0,
-            &[5, 9, 13, 7, 21, 6, 6],
-            &[30, 31, 4],
-            LossOn::Completion,
-            special,
-            &opts,
-        )
-        .unwrap();
-        let b = encode_ids(
-            1,
-            &[8, 3],
-            &[17, 40],
-            LossOn::PromptAndCompletion,
-            special,
-            &opts,
-        )
-        .unwrap();
-        let batch = collate(&[&a, &b], 2, &Device::Cpu).unwrap();
+        let batch = two_row_batch(&[5, 9, 13, 7, 21, 6, 6]);
         let normaliser = batch.n_loss_tokens + 3;
 
         let auto = build();

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use sde_data::{Recipe, Record};
 use sde_format::{ChatTemplate, Context, Design, Language, Sample, Segment, render_icl};
 use serde_json::json;
@@ -154,20 +153,6 @@ fn line(
     }
 }
 
-fn progress(len: u64) -> ProgressBar {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let bar = if no_color {
-        "{bar:30}"
-    } else {
-        "{bar:30.cyan/blue}"
-    };
-    let style = ProgressStyle::with_template(&format!(
-        "{{elapsed_precise}} {bar} {{pos}}/{{len}} samples"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    ProgressBar::new(len).with_style(style)
-}
-
 pub(crate) fn run(args: FormatArgs) -> anyhow::Result<()> {
     let recipe = find_recipe(&args.recipe)?;
     let language = args.lang.map(|l| match l {
@@ -225,7 +210,7 @@ pub(crate) fn run(args: FormatArgs) -> anyhow::Result<()> {
     };
 
     eprintln!("design {design}");
-    let bar = progress(records.len() as u64);
+    let bar = super::bar(records.len() as u64, "samples");
     let mut out = String::new();
     for record in &records {
         let shots: Vec<&Record> = demos

@@ -7,9 +7,9 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use super::bar;
 use anyhow::{Context, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use sde_engine::adapter::{RUN_FILE, read_run};
 use sde_engine::batch::{EncodeOptions, SpecialIds, encode_prompt, encode_texts};
 use sde_engine::{
@@ -87,21 +87,6 @@ struct PredictionRow<'a> {
     finish_reason: FinishReason,
     prompt_tokens: usize,
     new_tokens: usize,
-}
-
-/// Style of every progress bar; plain when `NO_COLOR` is set.
-fn bar(len: u64, template_extra: &str) -> ProgressBar {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let bar = if no_color {
-        "{bar:30}"
-    } else {
-        "{bar:30.cyan/blue}"
-    };
-    let style = ProgressStyle::with_template(&format!(
-        "{{elapsed_precise}} {bar} {{pos}}/{{len}} {template_extra} eta {{eta}}"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    ProgressBar::new(len).with_style(style)
 }
 
 /// Training options shared by `sde train` and `sde run`.

@@ -14,7 +14,7 @@ use sde_engine::batch::{EncodedSample, TrainBatch, collate};
 use sde_engine::optim::AdamW;
 use sde_engine::{
     AdamWConfig, Decoding, GenerateConfig, Llama, LlamaConfig, LoraConfig, LoraTarget, Result,
-    generate, sequence_logprobs,
+    ScoreOptions, generate, sequence_logprobs_with,
 };
 
 /// Loss targets per training sequence (the last tokens of each row).
@@ -155,6 +155,25 @@ impl TrainStep {
     }
 }
 
+/// Tokens that every prompt of the shared-prefix workloads starts with (in-context
+/// demonstrations, or an instruction placed first), out of [`PROMPT_TOKENS`].
+pub const SHARED_PREFIX_TOKENS: usize = 96;
+
+/// `batch` random prompts of [`PROMPT_TOKENS`] tokens whose first [`SHARED_PREFIX_TOKENS`]
+/// are the same.
+pub fn shared_prefix_prompts(model: &Llama, batch: usize, seed: u64) -> Vec<Vec<u32>> {
+    let vocab = model.config().vocab_size;
+    let mut ids = Ids::new(seed);
+    let prefix = ids.tokens(SHARED_PREFIX_TOKENS, vocab);
+    (0..batch)
+        .map(|_| {
+            let mut p = prefix.clone();
+            p.extend(ids.tokens(PROMPT_TOKENS - SHARED_PREFIX_TOKENS, vocab));
+            p
+        })
+        .collect()
+}
+
 /// `batch` random prompts of [`PROMPT_TOKENS`] tokens.
 pub fn decode_prompts(model: &Llama, batch: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut ids = Ids::new(seed);
@@ -166,12 +185,23 @@ pub fn decode_prompts(model: &Llama, batch: usize, seed: u64) -> Vec<Vec<u32>> {
 /// Greedy decoding of exactly `new_tokens` per prompt (no stop token, no repetition penalty),
 /// all prompts in one batch. Returns the number of new tokens produced.
 pub fn run_decode(model: &Llama, prompts: &[Vec<u32>], new_tokens: usize) -> Result<usize> {
+    run_decode_with(model, prompts, new_tokens, true)
+}
+
+/// [`run_decode`] with shared-prefix batching on or off.
+pub fn run_decode_with(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    share_prefix: bool,
+) -> Result<usize> {
     let config = GenerateConfig {
         max_new_tokens: new_tokens,
         repetition_penalty: 1.0,
         decoding: Decoding::Greedy,
         batch_size: prompts.len().max(1),
         sort_by_length: false,
+        share_prefix,
     };
     let out = generate(model, prompts, &[], &config, |_| {})?;
     Ok(out.iter().map(|g| g.new_tokens()).sum())
@@ -193,7 +223,20 @@ pub fn score_items(model: &Llama, batch: usize, seed: u64) -> Vec<(Vec<u32>, usi
 
 /// Teacher-forced log-likelihoods of the items in one batch; returns the summed log-likelihood.
 pub fn run_score(model: &Llama, items: &[(Vec<u32>, usize)]) -> Result<f64> {
-    Ok(sequence_logprobs(model, items, items.len().max(1))?
+    run_score_with(model, items, true)
+}
+
+/// [`run_score`] with shared-prefix batching on or off.
+pub fn run_score_with(
+    model: &Llama,
+    items: &[(Vec<u32>, usize)],
+    share_prefix: bool,
+) -> Result<f64> {
+    let options = ScoreOptions {
+        batch_size: items.len().max(1),
+        share_prefix,
+    };
+    Ok(sequence_logprobs_with(model, items, options)?
         .iter()
         .map(|s| s.sum)
         .sum())

@@ -324,7 +324,10 @@ mod tests {
             .unwrap();
         assert_eq!(main.evals.len(), 6, "greedy + 5 sampling seeds");
         let c: Vec<_> = all.iter().filter(|c| c.matrix == Matrix::C).collect();
-        assert_eq!(c.len(), 2 * 10 * 1 * 2);
+        // datasets × designs × domains × models
+        #[allow(clippy::identity_op)]
+        let expected = 2 * 10 * 1 * 2;
+        assert_eq!(c.len(), expected);
         assert!(c.iter().all(|c| c.train.is_none() && c.evals.len() == 3));
     }
 

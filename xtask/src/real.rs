@@ -494,6 +494,7 @@ impl RealRunner {
             },
             batch_size: gen_batch,
             sort_by_length: true,
+            share_prefix: true,
         };
         let gens = sde_engine::generate(model, &prompts, &stop, &config, |k| {
             ctx.progress.inc(k as u64)

@@ -3,6 +3,9 @@
 use crate::results::Row;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Selects the rows one PE measure is computed from.
+type RowFilter = Box<dyn Fn(&Row) -> bool>;
+
 /// Mean, spread and interval of a group of rows (seeds of one configuration).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stat {
@@ -480,7 +483,7 @@ pub fn pe_comparisons(rows: &[Row]) -> Vec<PeComparison> {
                     && r.train_domain.as_deref() == Some(domain.as_str())
             })
             .collect();
-        let mut measures: Vec<(String, Box<dyn Fn(&Row) -> bool>)> = vec![
+        let mut measures: Vec<(String, RowFilter)> = vec![
             (
                 "prompt PPL".into(),
                 Box::new(|r: &Row| r.metric == "prompt_ppl"),

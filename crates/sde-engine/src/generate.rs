@@ -1,5 +1,6 @@
-//! Batched generation: left-padded prompts, a KV cache, greedy decoding with HF's repetition
-//! penalty or seeded sampling (temperature, top-k, top-p), stop on EOS or a token budget.
+//! Batched generation: left-padded prompts (a prefix that every row shares runs once), a KV
+//! cache, greedy decoding with HF's repetition penalty or seeded sampling (temperature, top-k,
+//! top-p), stop on EOS or a token budget.
 //!
 //! Each row has its own sampling generator seeded from the run seed and the row's index in the
 //! input, so the output of a prompt does not depend on the batch it lands in.
@@ -9,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{EngineError, Result};
+use crate::prefix::shared_prefix_len;
 use crate::{KvCache, Llama};
 
 /// How the next token is chosen.
@@ -43,6 +45,14 @@ pub struct GenerateConfig {
     pub batch_size: usize,
     /// Sort prompts by length before batching (less padding; output order is unchanged).
     pub sort_by_length: bool,
+    /// Run a token prefix that every prompt of a batch shares (an instruction placed first,
+    /// in-context demonstrations) once per batch instead of once per row.
+    #[serde(default = "share_prefix_default")]
+    pub share_prefix: bool,
+}
+
+fn share_prefix_default() -> bool {
+    true
 }
 
 impl Default for GenerateConfig {
@@ -53,6 +63,7 @@ impl Default for GenerateConfig {
             decoding: Decoding::Greedy,
             batch_size: 8,
             sort_by_length: true,
+            share_prefix: true,
         }
     }
 }
@@ -225,15 +236,21 @@ fn generate_batch(
 ) -> Result<Vec<Generation>> {
     let b = rows.len();
     let vocab = model.config().vocab_size;
-    let t = rows.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
+    let shared = if config.share_prefix {
+        shared_prefix_len(&rows.iter().map(|(_, p)| *p).collect::<Vec<_>>())
+    } else {
+        0
+    };
+    let t = rows
+        .iter()
+        .map(|(_, p)| p.len() - shared)
+        .max()
+        .unwrap_or(0);
     let pad = stop_ids.first().copied().unwrap_or(0);
     let mut ids = vec![pad; b * t];
     let mut mask = vec![0u32; b * t];
     let mut seen = vec![vec![false; vocab]; b];
     for (r, (_, p)) in rows.iter().enumerate() {
-        let off = r * t + t - p.len();
-        ids[off..off + p.len()].copy_from_slice(p);
-        mask[off..off + p.len()].iter_mut().for_each(|m| *m = 1);
         for &tok in *p {
             if (tok as usize) >= vocab {
                 return Err(EngineError::invalid(format!(
@@ -242,9 +259,21 @@ fn generate_batch(
             }
             seen[r][tok as usize] = true;
         }
+        let own = &p[shared..];
+        let off = r * t + t - own.len();
+        ids[off..off + own.len()].copy_from_slice(own);
+        mask[off..off + own.len()].iter_mut().for_each(|m| *m = 1);
     }
     let device = model.device();
-    let mut cache = KvCache::new(model, b, t + config.max_new_tokens.max(1))?;
+    let capacity = shared + t + config.max_new_tokens.max(1);
+    let mut cache = if shared > 0 {
+        let mut one = KvCache::new(model, 1, shared)?;
+        let prefix = Tensor::from_slice(&rows[0].1[..shared], (1, shared), device)?;
+        model.forward_hidden(&prefix, None, Some(&mut one), false)?;
+        one.fan_out(b, capacity)?
+    } else {
+        KvCache::new(model, b, capacity)?
+    };
     let ids = Tensor::from_vec(ids, (b, t), device)?;
     let mask = Tensor::from_vec(mask, (b, t), device)?;
     let hidden = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;

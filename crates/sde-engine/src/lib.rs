@@ -19,6 +19,7 @@ mod lora;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod prefix;
 pub mod score;
 pub mod tokenizer;
 pub mod train;
@@ -36,7 +37,8 @@ pub use load::{LoadedModel, ModelSource, load, load_gguf, load_hf_dir};
 pub use model::{KvCache, Llama, Q8Scope, default_device};
 pub use optim::AdamWConfig;
 pub use score::{
-    PerplexityReport, Scored, output_perplexity, prompt_perplexity, score, sequence_logprobs,
+    PerplexityReport, ScoreOptions, Scored, output_perplexity, prompt_perplexity, score,
+    sequence_logprobs, sequence_logprobs_with,
 };
 pub use tokenizer::{SpecialTokens, Tokenizer};
 pub use train::{StepReport, TrainConfig, TrainSummary, train};

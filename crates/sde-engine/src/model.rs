@@ -154,6 +154,39 @@ impl KvCache {
         Ok(())
     }
 
+    /// A cache of `batch` rows that all start with this one-row cache's positions, with room
+    /// for `capacity` positions: a prompt prefix that a whole batch shares is computed once
+    /// and then copied into every row.
+    pub fn fan_out(&self, batch: usize, capacity: usize) -> Result<Self> {
+        if self.batch != 1 || batch == 0 || capacity < self.len {
+            return Err(EngineError::invalid(format!(
+                "fan_out of a {}-row cache holding {} positions to {batch} rows of capacity {capacity}",
+                self.batch, self.len
+            )));
+        }
+        let grow = |t: &Tensor| -> Result<Tensor> {
+            let (_, heads, _, dim) = t.dims4()?;
+            let out = Tensor::zeros((batch, heads, capacity, dim), t.dtype(), t.device())?;
+            if self.len > 0 {
+                let src = t
+                    .narrow(2, 0, self.len)?
+                    .broadcast_as((batch, heads, self.len, dim))?
+                    .contiguous()?;
+                out.slice_set(&src, 2, 0)?;
+            }
+            Ok(out)
+        };
+        Ok(Self {
+            k: self.k.iter().map(grow).collect::<Result<_>>()?,
+            v: self.v.iter().map(grow).collect::<Result<_>>()?,
+            len: self.len,
+            capacity,
+            batch,
+            mask: vec![self.mask[0].clone(); batch],
+            real: vec![self.real[0]; batch],
+        })
+    }
+
     /// Positions stored so far.
     pub fn len(&self) -> usize {
         self.len

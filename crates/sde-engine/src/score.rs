@@ -4,7 +4,8 @@ use candle_core::{D, DType, Tensor};
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
-use crate::model::Llama;
+use crate::model::{KvCache, Llama};
+use crate::prefix::shared_prefix_len;
 use crate::tokenizer::Tokenizer;
 
 /// Log-likelihood of one completion (or one scored span).
@@ -56,75 +57,142 @@ impl PerplexityReport {
     }
 }
 
+/// How teacher-forced scoring batches its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreOptions {
+    /// Sequences run together.
+    pub batch_size: usize,
+    /// Run a token prefix that every sequence of a batch shares once per batch (see
+    /// [`crate::prefix`]); results agree with unshared runs to float rounding.
+    pub share_prefix: bool,
+}
+
+impl ScoreOptions {
+    /// Batches of `batch_size`, shared prefixes run once.
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            share_prefix: true,
+        }
+    }
+}
+
 /// Log-likelihoods of `seq[start..]` given `seq[..start]` for each `(seq, start)`, batched
-/// (right padding). `start` must be at least 1.
+/// (right padding; a prefix every sequence of a batch shares runs once). `start` must be at
+/// least 1.
 pub fn sequence_logprobs(
     model: &Llama,
     items: &[(Vec<u32>, usize)],
     batch_size: usize,
 ) -> Result<Vec<Scored>> {
-    let batch_size = batch_size.max(1);
+    sequence_logprobs_with(model, items, ScoreOptions::new(batch_size))
+}
+
+/// [`sequence_logprobs`] with explicit [`ScoreOptions`].
+pub fn sequence_logprobs_with(
+    model: &Llama,
+    items: &[(Vec<u32>, usize)],
+    options: ScoreOptions,
+) -> Result<Vec<Scored>> {
+    if items
+        .iter()
+        .any(|(seq, start)| *start == 0 && !seq.is_empty())
+    {
+        return Err(EngineError::invalid(
+            "the first token has no context to be scored from",
+        ));
+    }
     let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(batch_size) {
-        let t = chunk.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
-        if t == 0 {
-            out.extend(chunk.iter().map(|_| Scored {
-                token_logprobs: vec![],
-                sum: 0.0,
-                count: 0,
-            }));
-            continue;
+    for chunk in items.chunks(options.batch_size.max(1)) {
+        out.extend(score_chunk(model, chunk, options.share_prefix)?);
+    }
+    Ok(out)
+}
+
+/// One right-padded batch. With a shared prefix of `p` tokens, the prefix runs once and the
+/// hidden states to score from are drawn from `[prefix (p rows); suffixes (b × t rows)]`.
+fn score_chunk(model: &Llama, chunk: &[(Vec<u32>, usize)], share: bool) -> Result<Vec<Scored>> {
+    let empty = || Scored {
+        token_logprobs: vec![],
+        sum: 0.0,
+        count: 0,
+    };
+    let longest = chunk.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    if longest == 0 {
+        return Ok(chunk.iter().map(|_| empty()).collect());
+    }
+    let p = if share {
+        shared_prefix_len(&chunk.iter().map(|(s, _)| s.as_slice()).collect::<Vec<_>>())
+    } else {
+        0
+    };
+    let b = chunk.len();
+    let t = longest - p;
+    let hidden_size = model.config().hidden_size;
+    let mut ids = vec![0u32; b * t];
+    let mut mask = vec![0u32; b * t];
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (r, (seq, start)) in chunk.iter().enumerate() {
+        let own = &seq[p.min(seq.len())..];
+        ids[r * t..r * t + own.len()].copy_from_slice(own);
+        mask[r * t..r * t + own.len()]
+            .iter_mut()
+            .for_each(|m| *m = 1);
+        for (pos, tok) in seq.iter().enumerate().skip(*start) {
+            let from = pos - 1;
+            let row = if from < p { from } else { p + r * t + from - p };
+            rows.push(row as u32);
+            targets.push(*tok);
         }
-        let b = chunk.len();
-        let mut ids = vec![0u32; b * t];
-        let mut mask = vec![0u32; b * t];
-        let mut rows = Vec::new();
-        let mut targets = Vec::new();
-        for (r, (seq, start)) in chunk.iter().enumerate() {
-            if *start == 0 && !seq.is_empty() {
-                return Err(EngineError::invalid(
-                    "the first token has no context to be scored from",
-                ));
-            }
-            ids[r * t..r * t + seq.len()].copy_from_slice(seq);
-            mask[r * t..r * t + seq.len()]
-                .iter_mut()
-                .for_each(|m| *m = 1);
-            for (p, tok) in seq.iter().enumerate().skip(*start) {
-                rows.push((r * t + p - 1) as u32);
-                targets.push(*tok);
-            }
-        }
-        let dev = model.device();
-        let ids = Tensor::from_vec(ids, (b, t), dev)?;
-        let mask = Tensor::from_vec(mask, (b, t), dev)?;
-        let hidden = model.forward_hidden(&ids, Some(&mask), None, false)?;
-        let mut lps: Vec<f32> = Vec::new();
-        if !rows.is_empty() {
-            let n = rows.len();
-            let h = hidden.reshape((b * t, model.config().hidden_size))?;
-            let sel = h.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
-            let logp = candle_nn::ops::log_softmax(&model.logits(&sel)?, D::Minus1)?;
-            let tg = Tensor::from_vec(targets, (n, 1), dev)?;
-            lps = logp
-                .gather(&tg, 1)?
-                .squeeze(1)?
-                .to_dtype(DType::F32)?
-                .to_vec1()?;
-        }
-        let mut it = lps.into_iter();
-        for (seq, start) in chunk {
+    }
+    let dev = model.device();
+    let ids = Tensor::from_vec(ids, (b, t), dev)?;
+    let mask = Tensor::from_vec(mask, (b, t), dev)?;
+    let hidden = if p > 0 {
+        let mut one = KvCache::new(model, 1, p)?;
+        let prefix = Tensor::from_slice(&chunk[0].0[..p], (1, p), dev)?;
+        let hp = model.forward_hidden(&prefix, None, Some(&mut one), false)?;
+        let mut cache = one.fan_out(b, p + t)?;
+        let hs = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;
+        Tensor::cat(
+            &[
+                hp.reshape((p, hidden_size))?,
+                hs.reshape((b * t, hidden_size))?,
+            ],
+            0,
+        )?
+    } else {
+        model
+            .forward_hidden(&ids, Some(&mask), None, false)?
+            .reshape((b * t, hidden_size))?
+    };
+    let mut lps: Vec<f32> = Vec::new();
+    if !rows.is_empty() {
+        let n = rows.len();
+        let sel = hidden.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
+        let logp = candle_nn::ops::log_softmax(&model.logits(&sel)?, D::Minus1)?;
+        let tg = Tensor::from_vec(targets, (n, 1), dev)?;
+        lps = logp
+            .gather(&tg, 1)?
+            .squeeze(1)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?;
+    }
+    let mut it = lps.into_iter();
+    Ok(chunk
+        .iter()
+        .map(|(seq, start)| {
             let k = seq.len().saturating_sub(*start);
             let token_logprobs: Vec<f32> = it.by_ref().take(k).collect();
             let sum = token_logprobs.iter().map(|x| *x as f64).sum();
-            out.push(Scored {
+            Scored {
                 token_logprobs,
                 sum,
                 count: k,
-            });
-        }
-    }
-    Ok(out)
+            }
+        })
+        .collect())
 }
 
 /// Log-likelihood of each completion given its prompt. Prompt and completion are tokenized

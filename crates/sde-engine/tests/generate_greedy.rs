@@ -60,6 +60,43 @@ fn tiny_batched_left_padded_greedy_equals_one_by_one() {
     }
 }
 
+/// Prompts that share a 10-token prefix decode the same with the prefix run once per batch
+/// as with every prompt run in full (in a batch, and one by one for greedy decoding).
+#[test]
+fn tiny_shared_prefix_decodes_like_full_prompts() {
+    let model = Llama::random(LlamaConfig::tiny(64, 32, 2, 4, 2), 9, &Device::Cpu).unwrap();
+    let prefix: Vec<u32> = (0..10).map(|k| 5 + (k * 9) % 50).collect();
+    let prompts: Vec<Vec<u32>> = tiny_prompts()
+        .into_iter()
+        .map(|p| prefix.iter().copied().chain(p).collect())
+        .collect();
+    for decoding in [
+        Decoding::Greedy,
+        Decoding::Sample {
+            temperature: 1.2,
+            top_p: 0.9,
+            top_k: None,
+            seed: 3,
+        },
+    ] {
+        let cfg = |share_prefix| GenerateConfig {
+            max_new_tokens: 12,
+            decoding,
+            batch_size: 4,
+            share_prefix,
+            ..GenerateConfig::default()
+        };
+        let shared = generate(&model, &prompts, &[2], &cfg(true), |_| {}).unwrap();
+        let full = generate(&model, &prompts, &[2], &cfg(false), |_| {}).unwrap();
+        assert_eq!(shared, full, "{decoding:?}");
+        if decoding == Decoding::Greedy {
+            // Sampling generators are seeded by the index in the input, so one-by-one runs
+            // of sampled decoding are not comparable.
+            assert_eq!(shared, one_by_one(&model, &prompts, &[2], &cfg(false)));
+        }
+    }
+}
+
 #[test]
 fn tiny_sampling_is_seeded_and_independent_of_batching() {
     let model = Llama::random(LlamaConfig::tiny(64, 32, 2, 4, 2), 9, &Device::Cpu).unwrap();
@@ -150,6 +187,40 @@ fn default_model_greedy_matches_transformers_batched_and_one_by_one() {
             batched.len()
         );
     }
+}
+
+/// On the default model, in-context prompts (the same demonstration before each fixture
+/// prompt) decode to the same greedy tokens with the demonstration run once per batch as with
+/// every prompt run in full.
+#[test]
+fn default_model_shared_prefix_decodes_like_full_prompts() {
+    let Some(dir) = fixtures_dir() else { return };
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("greedy.json")).unwrap()).unwrap();
+    let loaded = sde_engine::load("default").expect("default model loads");
+    let eos = loaded.tokenizer.eos_id().unwrap();
+    let demo = loaded
+        .tokenizer
+        .encode(
+            "Example 1:\nThe soup was cold but the staff were lovely.\nfood: negative, staff: positive\n\nExample 2:\n",
+            false,
+        )
+        .unwrap();
+    let prompts: Vec<Vec<u32>> = fx["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| demo.iter().copied().chain(ids(&c["prompt_ids"])).collect())
+        .collect();
+    let cfg = |share_prefix| GenerateConfig {
+        max_new_tokens: 24,
+        batch_size: 3,
+        share_prefix,
+        ..GenerateConfig::default()
+    };
+    let shared = generate(&loaded.model, &prompts, &[eos], &cfg(true), |_| {}).unwrap();
+    let full = generate(&loaded.model, &prompts, &[eos], &cfg(false), |_| {}).unwrap();
+    assert_eq!(shared, full);
 }
 
 /// Q8_0 decode steps against the f32 reference: the share of transformers' greedy tokens

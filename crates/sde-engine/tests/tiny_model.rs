@@ -5,8 +5,8 @@ mod common;
 use candle_core::{D, DType, Device, Tensor};
 use common::{ids, max_abs_diff, tiny_model, write_gguf};
 use sde_engine::{
-    ChatMessage, EngineError, KvCache, Llama, LoraConfig, LoraTarget, export_hf_dir, load_gguf,
-    load_hf_dir, load_hub, score, sequence_logprobs,
+    ChatMessage, EngineError, KvCache, Llama, LoraConfig, LoraTarget, ScoreOptions, export_hf_dir,
+    load_gguf, load_hf_dir, load_hub, score, sequence_logprobs, sequence_logprobs_with,
 };
 
 fn hidden(m: &Llama, input: &[u32]) -> Tensor {
@@ -560,6 +560,55 @@ fn scores_equal_log_softmax_of_the_full_forward_for_any_batch_size() {
     assert!(ppl.per_item.iter().all(|p| p.is_finite() && *p > 1.0));
     let err = sequence_logprobs(&lm.model, &[(vec![1, 2], 0)], 1).unwrap_err();
     assert!(matches!(err, EngineError::InvalidInput { .. }));
+}
+
+/// Sequences sharing a 12-token prefix score the same whether the prefix runs once per batch
+/// or once per row, for scored spans that start inside and after the prefix.
+#[test]
+fn a_shared_prefix_runs_once_and_scores_the_same() {
+    let m = tiny_model(18);
+    let prefix: Vec<u32> = (0..12).map(|k| 3 + (k * 7) % 50).collect();
+    let items: Vec<(Vec<u32>, usize)> = (0..5u32)
+        .map(|i| {
+            let mut seq = prefix.clone();
+            seq.extend((0..(1 + i * 3)).map(|k| 4 + (i * 13 + k * 5) % 55));
+            let start = [1, 5, 12, 13, 14][i as usize].min(seq.len() - 1).max(1);
+            (seq, start)
+        })
+        .collect();
+    assert_eq!(
+        sde_engine::prefix::shared_prefix_len(
+            &items.iter().map(|(s, _)| s.as_slice()).collect::<Vec<_>>()
+        ),
+        12
+    );
+    let run = |share_prefix, batch_size| {
+        sequence_logprobs_with(
+            &m,
+            &items,
+            ScoreOptions {
+                batch_size,
+                share_prefix,
+            },
+        )
+        .unwrap()
+    };
+    let shared = run(true, 5);
+    let plain = run(false, 5);
+    let single = run(false, 1);
+    for ((a, b), c) in shared.iter().zip(&plain).zip(&single) {
+        assert_eq!(a.count, b.count);
+        assert_eq!(a.count, c.count);
+        for ((x, y), z) in a
+            .token_logprobs
+            .iter()
+            .zip(&b.token_logprobs)
+            .zip(&c.token_logprobs)
+        {
+            assert!((x - y).abs() < 1e-4 && (x - z).abs() < 1e-4, "{x} {y} {z}");
+        }
+    }
+    assert_eq!(shared[0].count, items[0].0.len() - 1);
 }
 
 #[test]

@@ -274,6 +274,10 @@ pub(crate) struct PredictOptions {
     /// With --q8, the output head too (faster still, less faithful).
     #[arg(long, requires = "q8")]
     q8_head: bool,
+    /// Run every prompt in full, even the token prefix that a whole batch shares (by default
+    /// that prefix runs once per batch; results agree to float rounding).
+    #[arg(long)]
+    no_prefix_sharing: bool,
 }
 
 impl PredictOptions {
@@ -293,6 +297,7 @@ impl PredictOptions {
             },
             batch_size: self.gen_batch_size,
             sort_by_length: true,
+            share_prefix: !self.no_prefix_sharing,
         }
     }
 }

@@ -12,6 +12,7 @@ use sde_format::LossOn;
 
 use crate::Tokenizer;
 use crate::error::{EngineError, Result};
+use crate::prefix::shared_prefix_len;
 
 /// Whether a BOS token starts every training sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -302,9 +303,22 @@ pub struct TrainBatch {
     pub n_loss_tokens: usize,
     /// Number of real (non-padding) tokens.
     pub n_tokens: usize,
+    /// Leading tokens that every row shares (an instruction placed first), which the
+    /// hand-written training pass runs once for the whole batch; 0 runs every row in full
+    /// (see [`crate::prefix::shared_prefix_len`]).
+    pub shared_prefix: usize,
 }
 
-/// Right-pads samples into one batch and lists the loss positions.
+impl TrainBatch {
+    /// The same batch with every row run in full.
+    pub fn without_prefix_sharing(mut self) -> Self {
+        self.shared_prefix = 0;
+        self
+    }
+}
+
+/// Right-pads samples into one batch, lists the loss positions and measures the prefix that
+/// every row shares.
 pub fn collate(samples: &[&EncodedSample], pad_id: u32, device: &Device) -> Result<TrainBatch> {
     let b = samples.len();
     if b == 0 {
@@ -329,6 +343,7 @@ pub fn collate(samples: &[&EncodedSample], pad_id: u32, device: &Device) -> Resu
         n_tokens += s.input_ids.len();
     }
     let n_loss_tokens = targets.len();
+    let rows: Vec<&[u32]> = samples.iter().map(|s| s.input_ids.as_slice()).collect();
     Ok(TrainBatch {
         input_ids: Tensor::from_vec(ids, (b, t), device)?,
         attention_mask: Tensor::from_vec(mask, (b, t), device)?,
@@ -336,6 +351,7 @@ pub fn collate(samples: &[&EncodedSample], pad_id: u32, device: &Device) -> Resu
         targets: Tensor::from_vec(targets, n_loss_tokens, device)?,
         n_loss_tokens,
         n_tokens,
+        shared_prefix: shared_prefix_len(&rows),
     })
 }
 

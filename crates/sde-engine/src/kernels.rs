@@ -257,7 +257,7 @@ pub(crate) fn matmul_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor (made contiguous first if needed).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (st, l) = t.storage_and_layout();
     let Storage::Cpu(CpuStorage::F32(v)) = &*st else {

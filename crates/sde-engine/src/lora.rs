@@ -3,7 +3,7 @@
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Module, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -192,20 +192,143 @@ fn dropout(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
     Ok((x * dropout_mask(x, p, rng)?)?)
 }
 
-/// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
+/// Elements of a dropout mask drawn from one generator stream.
+const DROPOUT_CHUNK: usize = 1 << 14;
+
+/// One inverted-dropout draw: element `i` is dropped (0) with probability `p`, else scaled by
+/// `1 / (1 - p)`.
+///
+/// One seed is drawn from the model's generator per draw; chunks of [`DROPOUT_CHUNK`] elements
+/// then draw from their own ChaCha8 stream of that seed, in parallel, so the mask depends on the
+/// seed only, not on the thread count. Each element compares 32 random bits with `p * 2^32`.
+struct DropoutDraw {
+    seed: u64,
+    threshold: u64,
+    keep: f32,
+}
+
+impl DropoutDraw {
+    fn new(p: f64, rng: &Mutex<ChaCha8Rng>) -> Self {
+        use rand::RngCore;
+        Self {
+            seed: rng.lock().unwrap_or_else(|e| e.into_inner()).next_u64(),
+            threshold: (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64,
+            keep: (1.0 / (1.0 - p)) as f32,
+        }
+    }
+
+    /// Calls `f(i, m)` for each element `i` of chunk `chunk` (of `len` elements) in order.
+    fn chunk(&self, chunk: usize, len: usize, mut f: impl FnMut(usize, f32)) {
+        use rand::RngCore;
+        let mut g = ChaCha8Rng::seed_from_u64(self.seed);
+        g.set_stream(chunk as u64);
+        let mut i = 0;
+        while i < len {
+            let bits = g.next_u64();
+            for k in 0..2 {
+                if i + k < len {
+                    let r = (bits >> (32 * k)) & 0xffff_ffff;
+                    f(i + k, if r < self.threshold { 0.0 } else { self.keep });
+                }
+            }
+            i += 2;
+        }
+    }
+
+    fn mask(&self, x: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let mut mask = vec![0f32; x.elem_count()];
+        mask.par_chunks_mut(DROPOUT_CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| self.chunk(c, out.len(), |i, m| out[i] = m));
+        Ok(Tensor::from_vec(mask, x.shape(), x.device())?)
+    }
+
+    /// `(x * mask, mask)` in one pass.
+    fn apply(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        use rayon::prelude::*;
+        let n = x.elem_count();
+        let (mut xin, mut mask) = (vec![0f32; n], vec![0f32; n]);
+        crate::kernels::with_f32(x, |x| {
+            xin.par_chunks_mut(DROPOUT_CHUNK)
+                .zip(mask.par_chunks_mut(DROPOUT_CHUNK))
+                .enumerate()
+                .for_each(|(c, (xo, mo))| {
+                    let xs = &x[c * DROPOUT_CHUNK..c * DROPOUT_CHUNK + xo.len()];
+                    self.chunk(c, xo.len(), |i, m| {
+                        mo[i] = m;
+                        xo[i] = xs[i] * m;
+                    });
+                });
+        })?;
+        Ok((
+            Tensor::from_vec(xin, x.shape(), x.device())?,
+            Tensor::from_vec(mask, x.shape(), x.device())?,
+        ))
+    }
+}
+
+/// An inverted-dropout mask shaped like `x` (see [`DropoutDraw`]).
 pub(crate) fn dropout_mask(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
-    let n = x.elem_count();
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> = {
-        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
-        (0..n)
-            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-            .collect()
-    };
-    Ok(Tensor::from_vec(mask, x.shape(), &Device::Cpu)?.to_device(x.device())?)
+    DropoutDraw::new(p, rng).mask(x)
+}
+
+/// `(dropout(x), mask)` for the same draw as [`dropout_mask`] would make, in one pass over `x`
+/// (f32 CPU tensors; others multiply by the mask).
+pub(crate) fn dropout_apply(
+    x: &Tensor,
+    p: f64,
+    rng: &Mutex<ChaCha8Rng>,
+) -> Result<(Tensor, Tensor)> {
+    let draw = DropoutDraw::new(p, rng);
+    if crate::kernels::fused_ok(x) {
+        draw.apply(x)
+    } else {
+        let mask = draw.mask(x)?;
+        Ok(((x * &mask)?, mask))
+    }
 }
 
 /// A seeded generator for LoRA initialisation and dropout.
 pub(crate) fn seeded_rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn dropout_masks_drop_at_rate_p_and_depend_only_on_the_seed() {
+        let x = Tensor::zeros((300, 1000), DType::F32, &Device::Cpu).unwrap();
+        let rng = Mutex::new(seeded_rng(3));
+        let a = dropout_mask(&x, 0.1, &rng)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = dropout_mask(&x, 0.1, &rng)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let keep = 1.0 / 0.9f32;
+        assert!(a.iter().all(|&m| m == 0.0 || m == keep));
+        let dropped = a.iter().filter(|&&m| m == 0.0).count() as f64 / a.len() as f64;
+        // 300k draws: the standard error of the rate is 5.5e-4.
+        assert!((dropped - 0.1).abs() < 3e-3, "dropped {dropped}");
+        assert_ne!(a, b, "successive masks differ");
+        let again = dropout_mask(&x, 0.1, &Mutex::new(seeded_rng(3)))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, again, "same seed, same mask");
+        let none = dropout_mask(&x, 0.0, &rng).unwrap();
+        assert_eq!(none.min_all().unwrap().to_scalar::<f32>().unwrap(), 1.0);
+    }
 }

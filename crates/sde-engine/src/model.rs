@@ -96,8 +96,8 @@ pub enum Q8Scope {
 }
 
 /// Per-layer key/value buffers for incremental decoding, preallocated to a fixed capacity.
-/// It also remembers which past positions were padding and how many real tokens each row has
-/// seen, so left-padded batches decode with the right positions.
+/// It also remembers which past positions were padding, so left-padded batches decode with the
+/// right positions.
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<Tensor>,
@@ -106,7 +106,6 @@ pub struct KvCache {
     capacity: usize,
     batch: usize,
     mask: Vec<Vec<bool>>,
-    real: Vec<usize>,
 }
 
 impl KvCache {
@@ -127,7 +126,6 @@ impl KvCache {
             capacity,
             batch,
             mask: vec![Vec::new(); batch],
-            real: vec![0; batch],
         })
     }
 
@@ -149,7 +147,6 @@ impl KvCache {
             *t = t.index_select(&idx, 0)?;
         }
         self.mask = rows.iter().map(|&r| self.mask[r].clone()).collect();
-        self.real = rows.iter().map(|&r| self.real[r]).collect();
         self.batch = rows.len();
         Ok(())
     }
@@ -183,7 +180,6 @@ impl KvCache {
             capacity,
             batch,
             mask: vec![self.mask[0].clone(); batch],
-            real: vec![self.real[0]; batch],
         })
     }
 
@@ -211,7 +207,6 @@ impl KvCache {
     pub fn reset(&mut self) {
         self.len = 0;
         self.mask.iter_mut().for_each(Vec::clear);
-        self.real.iter_mut().for_each(|r| *r = 0);
     }
 }
 
@@ -455,9 +450,6 @@ impl Llama {
             for (row, m) in c.mask.iter_mut().zip(&new_mask) {
                 row.extend_from_slice(m);
             }
-            for (r, m) in c.real.iter_mut().zip(&new_mask) {
-                *r += m.iter().filter(|x| **x).count();
-            }
             c.len += t;
         }
         self.rms_norm(&x, &self.norm, diff)
@@ -654,16 +646,25 @@ impl Llama {
     }
 
     fn geometry(&self, new_mask: &[Vec<bool>], cache: Option<&KvCache>) -> Result<Geometry> {
+        match cache {
+            Some(c) => self.geometry_after(new_mask, &c.mask),
+            None => self.geometry_after(new_mask, &vec![Vec::new(); new_mask.len()]),
+        }
+    }
+
+    /// The geometry of new positions (`new_mask`, one row per sequence) that follow `past`
+    /// positions (one mask row per sequence, all of the same length).
+    fn geometry_after(&self, new_mask: &[Vec<bool>], past_mask: &[Vec<bool>]) -> Result<Geometry> {
         let b = new_mask.len();
         let t = new_mask[0].len();
-        let past = cache.map_or(0, |c| c.len);
+        let past = past_mask.first().map_or(0, Vec::len);
         let total = past + t;
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(b * t * half);
         let mut sin = Vec::with_capacity(b * t * half);
         let mut bias = vec![MASKED; b * t * total];
         for (row, m) in new_mask.iter().enumerate() {
-            let mut seen = cache.map_or(0, |c| c.real[row]);
+            let mut seen = past_mask[row].iter().filter(|x| **x).count();
             for (i, real) in m.iter().enumerate() {
                 if *real {
                     seen += 1;
@@ -678,7 +679,7 @@ impl Llama {
                 let base = (row * t + i) * total;
                 for j in 0..=q {
                     let key_real = if j < past {
-                        cache.is_some_and(|c| c.mask[row][j])
+                        past_mask[row][j]
                     } else {
                         m[j - past]
                     };

@@ -40,6 +40,15 @@ pub struct TrainConfig {
     /// Length-bucketing window, in batches: samples are sorted by length inside windows of
     /// `bucket_window * batch_size` shuffled samples. 1 disables bucketing.
     pub bucket_window: usize,
+    /// Run the token prefix that every sample of a batch shares (an instruction placed
+    /// first) once per batch. Gradients are unchanged; with LoRA dropout the shared prefix
+    /// gets one dropout mask for the whole batch instead of one per row.
+    #[serde(default = "share_prefix_default")]
+    pub share_prefix: bool,
+}
+
+fn share_prefix_default() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -58,6 +67,7 @@ impl Default for TrainConfig {
             seed: 42,
             shuffle: true,
             bucket_window: 16,
+            share_prefix: true,
         }
     }
 }
@@ -168,7 +178,10 @@ pub fn train(
             for indices in window {
                 batch_no += 1;
                 let rows: Vec<&EncodedSample> = indices.iter().map(|&i| &samples[i]).collect();
-                let batch = collate(&rows, pad_id, &device)?;
+                let mut batch = collate(&rows, pad_id, &device)?;
+                if !config.share_prefix {
+                    batch = batch.without_prefix_sharing();
+                }
                 tokens += batch.n_tokens;
                 if batch.n_loss_tokens == 0 {
                     continue;

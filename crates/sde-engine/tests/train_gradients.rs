@@ -262,3 +262,104 @@ fn hand_written_backward_equals_autograd() {
         }
     }
 }
+
+/// Three rows that start with the same 9 tokens (an instruction placed first), one with the
+/// loss on the prompt too (MI), so some loss positions lie inside the shared prefix.
+fn shared_prefix_batch() -> TrainBatch {
+    let special = SpecialIds {
+        bos: Some(1),
+        eos: 2,
+        tokenizer_adds_bos: false,
+    };
+    let opts = EncodeOptions::default();
+    let instruction = [12u32, 19, 5, 9, 33, 7, 21, 6, 44];
+    let row = |id: usize, own: &[u32], answer: &[u32], loss_on| {
+        let prompt: Vec<u32> = instruction.iter().chain(own).copied().collect();
+        encode_ids(id, &prompt, answer, loss_on, special, &opts).unwrap()
+    };
+    let a = row(0, &[8, 3, 14], &[30, 31, 4], LossOn::Completion);
+    let b = row(1, &[15], &[17, 40], LossOn::PromptAndCompletion);
+    let c = row(2, &[27, 28, 29, 30, 25], &[11], LossOn::Completion);
+    collate(&[&a, &b, &c], 2, &Device::Cpu).unwrap()
+}
+
+/// The training pass with the shared prefix run once equals the pass over full rows and
+/// candle's autograd (loss and every LoRA gradient), with tied and untied heads.
+#[test]
+fn shared_prefix_backward_equals_full_rows_and_autograd() {
+    for tied in [true, false] {
+        let mut cfg = LlamaConfig::tiny(48, 32, 2, 4, 2);
+        cfg.tie_word_embeddings = tied;
+        cfg.attention_bias = !tied;
+        let mut model = Llama::random(cfg, 11, &Device::Cpu).unwrap();
+        model
+            .add_lora(&LoraConfig {
+                r: 4,
+                alpha: 8.0,
+                dropout: 0.0,
+                targets: LoraTarget::ALL.to_vec(),
+                seed: 5,
+            })
+            .unwrap();
+        randomise_lora(&model);
+        let batch = shared_prefix_batch();
+        assert_eq!(
+            batch.shared_prefix, 9,
+            "the instruction (no BOS: tokenizer_adds_bos is false)"
+        );
+        let normaliser = batch.n_loss_tokens;
+
+        let shared = model.lora_loss_and_grads(&batch, normaliser).unwrap();
+        let full = model
+            .lora_loss_and_grads(&batch.clone().without_prefix_sharing(), normaliser)
+            .unwrap();
+        let h = model
+            .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, false)
+            .unwrap();
+        let auto = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
+            model.logits(x)
+        })
+        .unwrap();
+        let store = auto.backward().unwrap();
+        let auto_loss = auto.to_scalar::<f32>().unwrap() as f64;
+        for (what, loss) in [("shared", shared.loss), ("full", full.loss)] {
+            assert!(
+                (loss - auto_loss).abs() < 1e-5 * auto_loss.abs().max(1.0),
+                "tied {tied}: {what} loss {loss} vs autograd {auto_loss}"
+            );
+        }
+        let vars = model.lora_vars();
+        for (i, (name, var)) in vars.iter().enumerate() {
+            let want = store
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+            for (what, g) in [("shared", &shared.grads[i]), ("full", &full.grads[i])] {
+                let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let diff = want
+                    .iter()
+                    .zip(&g)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "tied {tied}: {what}: {name}: max diff {diff:e} (scale {scale:e})"
+                );
+            }
+        }
+    }
+}
+
+/// A batch whose rows do not share the prefix it claims is an error, not wrong gradients.
+#[test]
+fn a_wrong_shared_prefix_is_rejected() {
+    let model = tiny_model();
+    let mut batch = two_row_batch(&[5, 9, 13, 7, 21]);
+    assert_eq!(batch.shared_prefix, 0);
+    batch.shared_prefix = 3;
+    let err = model.lora_loss_and_grads(&batch, 1).unwrap_err();
+    assert!(err.to_string().contains("shared_prefix 3"), "{err}");
+}

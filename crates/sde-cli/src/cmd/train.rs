@@ -152,6 +152,11 @@ pub(crate) struct TrainOptions {
     /// Use only the first N samples.
     #[arg(long)]
     limit: Option<usize>,
+    /// Run every training row in full, even the token prefix that a whole batch shares (by
+    /// default that prefix runs once per batch: same gradients, and with LoRA dropout one
+    /// mask for the shared prefix).
+    #[arg(long)]
+    no_prefix_sharing_in_training: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -215,6 +220,7 @@ impl TrainOptions {
             warmup_steps: self.warmup_steps,
             max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
             seed: self.seed,
+            share_prefix: !self.no_prefix_sharing_in_training,
             ..TrainConfig::default()
         })
     }

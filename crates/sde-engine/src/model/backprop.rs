@@ -16,7 +16,7 @@ use super::{Geometry, Layer, Llama};
 use crate::batch::TrainBatch;
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, MatmulExt, matmul_sum};
-use crate::lora::{Linear, dropout_mask};
+use crate::lora::{Linear, dropout_apply};
 
 /// The loss of one micro-batch and the gradients of the LoRA factors.
 #[derive(Debug)]
@@ -31,8 +31,8 @@ pub struct LossAndGrads {
 struct LinearSaved {
     /// The layer input.
     x: Tensor,
-    /// The LoRA dropout mask (0 or `1/(1-p)`) when dropout was applied.
-    mask: Option<Tensor>,
+    /// The LoRA dropout mask (0 or `1/(1-p)`) and `x * mask`, when dropout was applied.
+    dropout: Option<(Tensor, Tensor)>,
     /// `dropout(x) @ A^T`, `[n, r]`.
     xa: Option<Tensor>,
 }
@@ -43,14 +43,8 @@ struct LayerSaved {
     q: LinearSaved,
     k: LinearSaved,
     v: LinearSaved,
-    /// Scaled, rotated queries `[b, nkv, rep * t, hd]`.
-    qs: Tensor,
-    /// Rotated keys `[b, nkv, t, hd]`.
-    kr: Tensor,
-    /// Values `[b, nkv, t, hd]`.
-    vh: Tensor,
-    /// Attention probabilities `[b, nkv, rep * t, t]`.
-    probs: Tensor,
+    /// One entry per attention group of the [`Layout`].
+    attn: Vec<AttnPart>,
     o: LinearSaved,
     x_mid: Tensor,
     r2: Tensor,
@@ -59,6 +53,36 @@ struct LayerSaved {
     g: Tensor,
     u: Tensor,
     down: LinearSaved,
+}
+
+/// How a batch's tokens are laid out in the flat `[n, hidden]` activations.
+enum Layout {
+    /// `b` right-padded rows of `t` tokens, each attending to itself.
+    Padded { b: usize, t: usize, geo: Geometry },
+    /// `p` prefix tokens that every row shares, run once, then `b` right-padded rows of the
+    /// remaining `s` tokens, each attending to the prefix and to itself.
+    Shared {
+        p: usize,
+        b: usize,
+        s: usize,
+        prefix: Geometry,
+        suffix: Geometry,
+    },
+}
+
+/// One attention group: `g` sequences of `tq` queries over `tk` keys.
+struct AttnPart {
+    g: usize,
+    tq: usize,
+    tk: usize,
+    /// Scaled, rotated queries `[g, nkv, rep * tq, hd]`.
+    qs: Tensor,
+    /// Rotated keys `[g, nkv, tk, hd]`.
+    k: Tensor,
+    /// Values `[g, nkv, tk, hd]`.
+    v: Tensor,
+    /// Attention probabilities `[g, nkv, rep * tq, tk]`.
+    probs: Tensor,
 }
 
 /// Gradients of one linear's LoRA factors.
@@ -90,22 +114,14 @@ impl Llama {
                 "LoRA is merged into the weights; unmerge it before training",
             ));
         }
-        let (b, t) = batch.input_ids.dims2()?;
-        let mask: Vec<Vec<bool>> = batch
-            .attention_mask
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?
-            .into_iter()
-            .map(|r| r.into_iter().map(|x| x > 0.5).collect())
-            .collect();
-        let geo = self.geometry(&mask, None)?;
+        let (layout, ids, loss_positions) = self.train_layout(batch)?;
+        let n = ids.dim(0)?;
         let h = self.cfg.hidden_size;
-        let ids = batch.input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let mut x = self.embed.index_select(&ids, 0)?;
 
         let mut saved = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, s) = self.layer_forward(layer, &x, &geo, b, t)?;
+            let (next, s) = self.layer_forward(layer, &x, &layout)?;
             saved.push(s);
             x = next;
         }
@@ -113,7 +129,7 @@ impl Llama {
         // Final norm, head at the loss positions, cross-entropy.
         let (hf, rf) = rms_forward(&x, &self.norm, self.cfg.rms_norm_eps)?;
         let w_head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let picked = hf.index_select(&batch.loss_positions, 0)?;
+        let picked = hf.index_select(&loss_positions, 0)?;
         let logits = picked.mm(&w_head.t()?)?;
         let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let targets = batch.targets.to_dtype(DType::U32)?.unsqueeze(1)?;
@@ -127,8 +143,8 @@ impl Llama {
             .scatter_add(&targets, &onehot.neg()?, 1)?
             .affine(1.0 / norm, 0.0)?;
         let dpicked = dlogits.mm(w_head)?;
-        let dhf = Tensor::zeros((b * t, h), DType::F32, x.device())?.index_add(
-            &batch.loss_positions,
+        let dhf = Tensor::zeros((n, h), DType::F32, x.device())?.index_add(
+            &loss_positions,
             &dpicked,
             0,
         )?;
@@ -137,7 +153,7 @@ impl Llama {
 
         let mut per_layer: Vec<Vec<(LoraGrads, usize)>> = Vec::with_capacity(self.layers.len());
         for (i, (layer, s)) in self.layers.iter().zip(saved).enumerate().rev() {
-            let (next, grads) = self.layer_backward(layer, s, &dx, &geo, b, t, i > 0)?;
+            let (next, grads) = self.layer_backward(layer, s, &dx, &layout, i > 0)?;
             per_layer.push(grads);
             dx = next;
         }
@@ -155,43 +171,84 @@ impl Llama {
         Ok(LossAndGrads { loss, grads })
     }
 
+    /// The flat token ids, their layout and the loss positions re-indexed into it. With a
+    /// shared prefix of `p` tokens the flat order is the prefix, then each row's remaining
+    /// `t - p` positions; a loss position inside the prefix is listed once per row, so its
+    /// gradient counts once per row as in the padded layout.
+    fn train_layout(&self, batch: &TrainBatch) -> Result<(Layout, Tensor, Tensor)> {
+        let (b, t) = batch.input_ids.dims2()?;
+        let mask: Vec<Vec<bool>> = batch
+            .attention_mask
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x > 0.5).collect())
+            .collect();
+        let p = batch.shared_prefix;
+        if p == 0 {
+            let geo = self.geometry(&mask, None)?;
+            let ids = batch.input_ids.to_dtype(DType::U32)?.flatten_all()?;
+            return Ok((
+                Layout::Padded { b, t, geo },
+                ids,
+                batch.loss_positions.clone(),
+            ));
+        }
+        let rows = batch.input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let fits = p < t
+            && mask.iter().all(|m| m[..=p].iter().all(|x| *x))
+            && rows.iter().all(|r| r[..p] == rows[0][..p]);
+        if !fits {
+            return Err(EngineError::invalid(format!(
+                "shared_prefix {p}: the rows do not all start with the same {p} real tokens \
+                 followed by at least one more"
+            )));
+        }
+        let s = t - p;
+        let mut ids = rows[0][..p].to_vec();
+        for r in &rows {
+            ids.extend_from_slice(&r[p..]);
+        }
+        let positions: Vec<u32> = batch
+            .loss_positions
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|f| {
+                let (r, i) = (f as usize / t, f as usize % t);
+                (if i < p { i } else { p + r * s + i - p }) as u32
+            })
+            .collect();
+        let prefix = self.geometry_after(&[vec![true; p]], &[Vec::new()])?;
+        let suffix_mask: Vec<Vec<bool>> = mask.iter().map(|m| m[p..].to_vec()).collect();
+        let suffix = self.geometry_after(&suffix_mask, &vec![vec![true; p]; b])?;
+        let device = batch.input_ids.device();
+        let n_pos = positions.len();
+        Ok((
+            Layout::Shared {
+                p,
+                b,
+                s,
+                prefix,
+                suffix,
+            },
+            Tensor::from_vec(ids, p + b * s, device)?,
+            Tensor::from_vec(positions, n_pos, device)?,
+        ))
+    }
+
     fn layer_forward(
         &self,
         layer: &Layer,
         x: &Tensor,
-        geo: &Geometry,
-        b: usize,
-        t: usize,
+        layout: &Layout,
     ) -> Result<(Tensor, LayerSaved)> {
-        let (nh, nkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
-        let rep = nh / nkv;
         let eps = self.cfg.rms_norm_eps;
         let (hn, r1) = rms_forward(x, &layer.input_norm, eps)?;
         let (q, qsv) = self.linear_forward(&layer.q, &hn)?;
         let (k, ksv) = self.linear_forward(&layer.k, &hn)?;
         let (v, vsv) = self.linear_forward(&layer.v, &hn)?;
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = candle_nn::rotary_emb::rope(&heads(q, nh)?, &geo.cos, &geo.sin)?;
-        let kr = candle_nn::rotary_emb::rope(&heads(k, nkv)?, &geo.cos, &geo.sin)?;
-        let vh = heads(v, nkv)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let qs = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
-        let scores = qs
-            .mm(&kr.t()?)?
-            .reshape((b, nkv, rep, t, t))?
-            .broadcast_add(&geo.bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, t))?;
-        let attn = probs
-            .mm(&vh)?
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b * t, nh * hd))?;
+        let (attn, parts) = self.attention_forward(&q, &k, &v, layout)?;
         let (o, osv) = self.linear_forward(&layer.o, &attn)?;
         let x_mid = (x + o)?;
         let (hn2, r2) = rms_forward(&x_mid, &layer.post_norm, eps)?;
@@ -208,10 +265,7 @@ impl Llama {
                 q: qsv,
                 k: ksv,
                 v: vsv,
-                qs,
-                kr,
-                vh,
-                probs,
+                attn: parts,
                 o: osv,
                 x_mid,
                 r2,
@@ -224,23 +278,14 @@ impl Llama {
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn layer_backward(
         &self,
         layer: &Layer,
         s: LayerSaved,
         dout: &Tensor,
-        geo: &Geometry,
-        b: usize,
-        t: usize,
+        layout: &Layout,
         need_input_grad: bool,
     ) -> Result<(Tensor, Vec<(LoraGrads, usize)>)> {
-        let (nh, nkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
-        let rep = nh / nkv;
         let mut grads = Vec::with_capacity(7);
 
         // MLP.
@@ -258,25 +303,7 @@ impl Llama {
         // Attention.
         let (dattn, go) = linears_backward(&[(&layer.o, &s.o, &dx_mid)], true)?;
         push(&mut grads, go, 3);
-        let d_o = dattn
-            .expect("asked for")
-            .reshape((b, t, nh, hd))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, nkv, rep * t, hd))?;
-        let dprobs = d_o.mm(&s.vh.t()?)?;
-        let dv = s.probs.t()?.mm(&d_o)?;
-        let dscores = softmax_backward(&s.probs, &dprobs)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let dq = (dscores.mm(&s.kr)? * scale)?.reshape((b, nh, t, hd))?;
-        let dk = dscores.t()?.mm(&s.qs)?;
-        let neg_sin = geo.sin.neg()?;
-        let dq = candle_nn::rotary_emb::rope(&dq.contiguous()?, &geo.cos, &neg_sin)?;
-        let dk = candle_nn::rotary_emb::rope(&dk.contiguous()?, &geo.cos, &neg_sin)?;
-        let flat = |d: Tensor, n: usize| -> Result<Tensor> {
-            Ok(d.transpose(1, 2)?.reshape((b * t, n * hd))?)
-        };
-        let (dq, dk, dv) = (flat(dq, nh)?, flat(dk, nkv)?, flat(dv, nkv)?);
+        let (dq, dk, dv) = self.attention_backward(&dattn.expect("asked for"), &s.attn, layout)?;
         let (dhn1, gqkv) = linears_backward(
             &[
                 (&layer.q, &s.q, &dq),
@@ -293,11 +320,211 @@ impl Llama {
         Ok((dx, grads))
     }
 
+    /// Attention over flat projections `q` `[n, nh * hd]`, `k` and `v` `[n, nkv * hd]`:
+    /// RoPE, scaled dot products, masked softmax, weighted values; returns the flat output
+    /// `[n, nh * hd]` and one [`AttnPart`] per group of the layout.
+    fn attention_forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        layout: &Layout,
+    ) -> Result<(Tensor, Vec<AttnPart>)> {
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let heads = |y: &Tensor, start: usize, g: usize, t: usize, n: usize| -> Result<Tensor> {
+            Ok(y.narrow(0, start, g * t)?
+                .reshape((g, t, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let rope = |y: Tensor, geo: &Geometry| -> Result<Tensor> {
+            Ok(candle_nn::rotary_emb::rope(&y, &geo.cos, &geo.sin)?)
+        };
+        match layout {
+            Layout::Padded { b, t, geo } => {
+                let (b, t) = (*b, *t);
+                let qh = rope(heads(q, 0, b, t, nh)?, geo)?;
+                let kh = rope(heads(k, 0, b, t, nkv)?, geo)?;
+                let vh = heads(v, 0, b, t, nkv)?;
+                let (out, part) = self.attend(qh, kh, vh, &geo.bias, b, t, t)?;
+                Ok((out, vec![part]))
+            }
+            Layout::Shared {
+                p,
+                b,
+                s,
+                prefix,
+                suffix,
+            } => {
+                let (p, b, s) = (*p, *b, *s);
+                let qp = rope(heads(q, 0, 1, p, nh)?, prefix)?;
+                let kp = rope(heads(k, 0, 1, p, nkv)?, prefix)?;
+                let vp = heads(v, 0, 1, p, nkv)?;
+                let qs = rope(heads(q, p, b, s, nh)?, suffix)?;
+                let ks = rope(heads(k, p, b, s, nkv)?, suffix)?;
+                let vs = heads(v, p, b, s, nkv)?;
+                let widen = |pre: &Tensor, own: Tensor| -> Result<Tensor> {
+                    let pre = pre.broadcast_as((b, nkv, p, hd))?.contiguous()?;
+                    Ok(Tensor::cat(&[&pre, &own], 2)?.contiguous()?)
+                };
+                let kcat = widen(&kp, ks)?;
+                let vcat = widen(&vp, vs)?;
+                let (out_p, part_p) = self.attend(qp, kp, vp, &prefix.bias, 1, p, p)?;
+                let (out_s, part_s) = self.attend(qs, kcat, vcat, &suffix.bias, b, s, p + s)?;
+                Ok((Tensor::cat(&[out_p, out_s], 0)?, vec![part_p, part_s]))
+            }
+        }
+    }
+
+    /// One attention group: rotated queries `[g, nh, tq, hd]`, keys and values
+    /// `[g, nkv, tk, hd]`, additive bias `[g, 1, 1, tq, tk]` → output `[g * tq, nh * hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: &Tensor,
+        g: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<(Tensor, AttnPart)> {
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let rep = nh / nkv;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let qs = (q * scale)?.reshape((g, nkv, rep * tq, hd))?;
+        let scores = qs
+            .mm(&k.t()?)?
+            .reshape((g, nkv, rep, tq, tk))?
+            .broadcast_add(bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((g, nkv, rep * tq, tk))?;
+        let out = probs
+            .mm(&v)?
+            .reshape((g, nh, tq, hd))?
+            .transpose(1, 2)?
+            .reshape((g * tq, nh * hd))?;
+        Ok((
+            out,
+            AttnPart {
+                g,
+                tq,
+                tk,
+                qs,
+                k,
+                v,
+                probs,
+            },
+        ))
+    }
+
+    /// Backward of [`Llama::attention_forward`]: the flat gradients of `q`, `k` and `v`.
+    fn attention_backward(
+        &self,
+        dattn: &Tensor,
+        parts: &[AttnPart],
+        layout: &Layout,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let unrope = |d: Tensor, geo: &Geometry| -> Result<Tensor> {
+            Ok(candle_nn::rotary_emb::rope(
+                &d.contiguous()?,
+                &geo.cos,
+                &geo.sin.neg()?,
+            )?)
+        };
+        let flat = |d: Tensor, g: usize, t: usize, n: usize| -> Result<Tensor> {
+            Ok(d.transpose(1, 2)?.reshape((g * t, n * hd))?)
+        };
+        match (layout, parts) {
+            (Layout::Padded { b, t, geo }, [part]) => {
+                let (b, t) = (*b, *t);
+                let (dq, dk, dv) = self.attend_backward(part, dattn)?;
+                Ok((
+                    flat(unrope(dq, geo)?, b, t, nh)?,
+                    flat(unrope(dk, geo)?, b, t, nkv)?,
+                    flat(dv, b, t, nkv)?,
+                ))
+            }
+            (
+                Layout::Shared {
+                    p,
+                    b,
+                    s,
+                    prefix,
+                    suffix,
+                },
+                [part_p, part_s],
+            ) => {
+                let (p, b, s) = (*p, *b, *s);
+                let (dqs, dkcat, dvcat) =
+                    self.attend_backward(part_s, &dattn.narrow(0, p, b * s)?)?;
+                let (dqp, dkp, dvp) = self.attend_backward(part_p, &dattn.narrow(0, 0, p)?)?;
+                let dkp = (dkp + dkcat.narrow(2, 0, p)?.sum_keepdim(0)?)?;
+                let dvp = (dvp + dvcat.narrow(2, 0, p)?.sum_keepdim(0)?)?;
+                let dks = dkcat.narrow(2, p, s)?;
+                let dvs = dvcat.narrow(2, p, s)?;
+                let join =
+                    |a: Tensor, c: Tensor| -> Result<Tensor> { Ok(Tensor::cat(&[a, c], 0)?) };
+                Ok((
+                    join(
+                        flat(unrope(dqp, prefix)?, 1, p, nh)?,
+                        flat(unrope(dqs, suffix)?, b, s, nh)?,
+                    )?,
+                    join(
+                        flat(unrope(dkp, prefix)?, 1, p, nkv)?,
+                        flat(unrope(dks, suffix)?, b, s, nkv)?,
+                    )?,
+                    join(flat(dvp, 1, p, nkv)?, flat(dvs.contiguous()?, b, s, nkv)?)?,
+                ))
+            }
+            _ => Err(EngineError::invalid(
+                "attention groups do not match the layout",
+            )),
+        }
+    }
+
+    /// Backward of [`Llama::attend`] for the output gradient `[g * tq, nh * hd]`: gradients of
+    /// the rotated queries `[g, nh, tq, hd]`, rotated keys and values `[g, nkv, tk, hd]`.
+    fn attend_backward(&self, part: &AttnPart, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let rep = nh / nkv;
+        let (g, tq) = (part.g, part.tq);
+        let d_o = dout
+            .reshape((g, tq, nh, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((g, nkv, rep * tq, hd))?;
+        let dprobs = d_o.mm(&part.v.t()?)?;
+        let dv = part.probs.t()?.mm(&d_o)?;
+        let dscores = softmax_backward(&part.probs, &dprobs)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let dq = (dscores.mm(&part.k)? * scale)?.reshape((g, nh, tq, hd))?;
+        let dk = dscores.t()?.mm(&part.qs)?;
+        debug_assert_eq!(dk.dim(2)?, part.tk);
+        Ok((dq, dk, dv))
+    }
+
     /// `y = x W^T (+ bias) + scale * dropout(x) A^T B^T`, keeping what the backward needs.
     fn linear_forward(&self, lin: &Linear, x: &Tensor) -> Result<(Tensor, LinearSaved)> {
         let mut saved = LinearSaved {
             x: x.clone(),
-            mask: None,
+            dropout: None,
             xa: None,
         };
         let wt = lin.weight.t()?;
@@ -305,18 +532,13 @@ impl Llama {
             Some(lora) => {
                 let a = lora.a.as_tensor().detach();
                 let bt = lora.b.as_tensor().detach().t()?;
-                let mask = if lora.dropout > 0.0 {
-                    Some(dropout_mask(x, lora.dropout, &self.rng)?)
-                } else {
-                    None
-                };
-                let xin = match &mask {
-                    Some(m) => (x * m)?,
-                    None => x.clone(),
-                };
+                if lora.dropout > 0.0 {
+                    let (xin, mask) = dropout_apply(x, lora.dropout, &self.rng)?;
+                    saved.dropout = Some((mask, xin));
+                }
+                let xin = saved.dropout.as_ref().map_or(x, |(_, xin)| xin);
                 let xa = xin.mm(&a.t()?)?;
                 let xa_scaled = (&xa * lora.scale)?;
-                saved.mask = mask;
                 saved.xa = Some(xa);
                 matmul_sum(&[(x, &wt), (&xa_scaled, &bt)])?
             }
@@ -360,14 +582,11 @@ fn linears_backward(
                 let bm = lora.b.as_tensor().detach();
                 let gb = (dy.t()?.mm(xa)? * lora.scale)?;
                 let dyb = (dy.mm(&bm)? * lora.scale)?;
-                let xin = match &s.mask {
-                    Some(m) => (&s.x * m)?,
-                    None => s.x.clone(),
-                };
-                let ga = dyb.t()?.mm(&xin)?;
+                let xin = s.dropout.as_ref().map_or(&s.x, |(_, xin)| xin);
+                let ga = dyb.t()?.mm(xin)?;
                 if need_dx {
-                    match &s.mask {
-                        Some(m) => masked.push((dyb.mm(&a)? * m)?),
+                    match &s.dropout {
+                        Some((m, _)) => masked.push((dyb.mm(&a)? * m)?),
                         None => owned.push((dyb, a)),
                     }
                 }

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{EngineError, Result};
-use crate::prefix::shared_prefix_len;
+use crate::prefix::{run_shared_prefix, shared_prefix_len};
 use crate::{KvCache, Llama};
 
 /// How the next token is chosen.
@@ -267,10 +267,7 @@ fn generate_batch(
     let device = model.device();
     let capacity = shared + t + config.max_new_tokens.max(1);
     let mut cache = if shared > 0 {
-        let mut one = KvCache::new(model, 1, shared)?;
-        let prefix = Tensor::from_slice(&rows[0].1[..shared], (1, shared), device)?;
-        model.forward_hidden(&prefix, None, Some(&mut one), false)?;
-        one.fan_out(b, capacity)?
+        run_shared_prefix(model, &rows[0].1[..shared], b, capacity)?.1
     } else {
         KvCache::new(model, b, capacity)?
     };

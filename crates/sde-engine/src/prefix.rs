@@ -2,6 +2,11 @@
 //! tokens (an instruction placed first, the same in-context demonstrations), the prefix is
 //! run once at batch size 1 and its keys and values are copied into every row's cache.
 
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::model::{KvCache, Llama};
+
 /// The shortest common prefix worth computing once; shorter ones are run per row.
 pub const MIN_SHARED_PREFIX: usize = 8;
 
@@ -26,6 +31,20 @@ pub fn shared_prefix_len<S: AsRef<[u32]>>(rows: &[S]) -> usize {
             .count();
     }
     if n >= MIN_SHARED_PREFIX { n } else { 0 }
+}
+
+/// Runs `prefix` once, at batch size 1, and returns its final hidden states `[1, p, hidden]`
+/// and a cache of `batch` rows that all hold it, with room for `capacity` positions.
+pub(crate) fn run_shared_prefix(
+    model: &Llama,
+    prefix: &[u32],
+    batch: usize,
+    capacity: usize,
+) -> Result<(Tensor, KvCache)> {
+    let mut one = KvCache::new(model, 1, prefix.len())?;
+    let ids = Tensor::from_slice(prefix, (1, prefix.len()), model.device())?;
+    let hidden = model.forward_hidden(&ids, None, Some(&mut one), false)?;
+    Ok((hidden, one.fan_out(batch, capacity)?))
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use candle_core::{D, DType, Tensor};
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
-use crate::model::{KvCache, Llama};
-use crate::prefix::shared_prefix_len;
+use crate::model::Llama;
+use crate::prefix::{run_shared_prefix, shared_prefix_len};
 use crate::tokenizer::Tokenizer;
 
 /// Log-likelihood of one completion (or one scored span).
@@ -150,10 +150,7 @@ fn score_chunk(model: &Llama, chunk: &[(Vec<u32>, usize)], share: bool) -> Resul
     let ids = Tensor::from_vec(ids, (b, t), dev)?;
     let mask = Tensor::from_vec(mask, (b, t), dev)?;
     let hidden = if p > 0 {
-        let mut one = KvCache::new(model, 1, p)?;
-        let prefix = Tensor::from_slice(&chunk[0].0[..p], (1, p), dev)?;
-        let hp = model.forward_hidden(&prefix, None, Some(&mut one), false)?;
-        let mut cache = one.fan_out(b, p + t)?;
+        let (hp, mut cache) = run_shared_prefix(model, &chunk[0].0[..p], b, p + t)?;
         let hs = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;
         Tensor::cat(
             &[

@@ -74,7 +74,6 @@ enum Layout {
 struct AttnPart {
     g: usize,
     tq: usize,
-    tk: usize,
     /// Scaled, rotated queries `[g, nkv, rep * tq, hd]`.
     qs: Tensor,
     /// Rotated keys `[g, nkv, tk, hd]`.
@@ -350,7 +349,7 @@ impl Llama {
                 let qh = rope(heads(q, 0, b, t, nh)?, geo)?;
                 let kh = rope(heads(k, 0, b, t, nkv)?, geo)?;
                 let vh = heads(v, 0, b, t, nkv)?;
-                let (out, part) = self.attend(qh, kh, vh, &geo.bias, b, t, t)?;
+                let (out, part) = self.attend(qh, kh, vh, &geo.bias)?;
                 Ok((out, vec![part]))
             }
             Layout::Shared {
@@ -373,8 +372,8 @@ impl Llama {
                 };
                 let kcat = widen(&kp, ks)?;
                 let vcat = widen(&vp, vs)?;
-                let (out_p, part_p) = self.attend(qp, kp, vp, &prefix.bias, 1, p, p)?;
-                let (out_s, part_s) = self.attend(qs, kcat, vcat, &suffix.bias, b, s, p + s)?;
+                let (out_p, part_p) = self.attend(qp, kp, vp, &prefix.bias)?;
+                let (out_s, part_s) = self.attend(qs, kcat, vcat, &suffix.bias)?;
                 Ok((Tensor::cat(&[out_p, out_s], 0)?, vec![part_p, part_s]))
             }
         }
@@ -382,17 +381,9 @@ impl Llama {
 
     /// One attention group: rotated queries `[g, nh, tq, hd]`, keys and values
     /// `[g, nkv, tk, hd]`, additive bias `[g, 1, 1, tq, tk]` → output `[g * tq, nh * hd]`.
-    #[allow(clippy::too_many_arguments)]
-    fn attend(
-        &self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        bias: &Tensor,
-        g: usize,
-        tq: usize,
-        tk: usize,
-    ) -> Result<(Tensor, AttnPart)> {
+    fn attend(&self, q: Tensor, k: Tensor, v: Tensor, bias: &Tensor) -> Result<(Tensor, AttnPart)> {
+        let (g, _, tq, _) = q.dims4()?;
+        let tk = k.dim(2)?;
         let (nh, nkv, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
@@ -416,7 +407,6 @@ impl Llama {
             AttnPart {
                 g,
                 tq,
-                tk,
                 qs,
                 k,
                 v,
@@ -516,7 +506,6 @@ impl Llama {
         let scale = 1.0 / (hd as f64).sqrt();
         let dq = (dscores.mm(&part.k)? * scale)?.reshape((g, nh, tq, hd))?;
         let dk = dscores.t()?.mm(&part.qs)?;
-        debug_assert_eq!(dk.dim(2)?, part.tk);
         Ok((dq, dk, dv))
     }
 

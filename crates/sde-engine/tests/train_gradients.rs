@@ -15,19 +15,65 @@ use sde_engine::{Llama, LlamaConfig, LoraConfig, LoraTarget};
 use sde_format::LossOn;
 
 fn tiny_model() -> Llama {
-    let cfg = LlamaConfig::tiny(48, 32, 2, 4, 2);
+    lora_model(true, 0.0)
+}
+
+/// The tiny model with LoRA (r 4) on every projection and randomised factors; `tied` false gives
+/// an untied head and q/k/v bias (the Qwen2 layout).
+fn lora_model(tied: bool, dropout: f64) -> Llama {
+    let mut cfg = LlamaConfig::tiny(48, 32, 2, 4, 2);
+    cfg.tie_word_embeddings = tied;
+    cfg.attention_bias = !tied;
     let mut model = Llama::random(cfg, 11, &Device::Cpu).unwrap();
     model
         .add_lora(&LoraConfig {
             r: 4,
             alpha: 8.0,
-            dropout: 0.0,
+            dropout,
             targets: LoraTarget::ALL.to_vec(),
             seed: 5,
         })
         .unwrap();
     randomise_lora(&model);
     model
+}
+
+/// Loss and every LoRA gradient of the hand-written pass equal autograd's (`loss`, `store`):
+/// the loss to 1e-5 relative, each gradient to 1e-4 of its largest autograd entry.
+fn assert_equals_autograd(
+    what: &str,
+    model: &Llama,
+    got: &sde_engine::model::LossAndGrads,
+    loss: &Tensor,
+    store: &candle_core::backprop::GradStore,
+) {
+    let want_loss = loss.to_scalar::<f32>().unwrap() as f64;
+    assert!(
+        (got.loss - want_loss).abs() < 1e-5 * want_loss.abs().max(1.0),
+        "{what}: loss {} vs {want_loss}",
+        got.loss
+    );
+    let vars = model.lora_vars();
+    assert_eq!(got.grads.len(), vars.len());
+    for ((name, var), g) in vars.iter().zip(&got.grads) {
+        let want = store
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+        let diff = want
+            .iter()
+            .zip(&g)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-4 * scale,
+            "{what}: {name}: max diff {diff:e} (scale {scale:e})"
+        );
+    }
 }
 
 /// A right-padded batch of two rows with BOS: `first_prompt` → `[30, 31, 4]` with the loss on
@@ -201,27 +247,9 @@ fn frozen_base_and_masked_positions_do_not_change_the_loss_gradient_path() {
 #[test]
 fn hand_written_backward_equals_autograd() {
     for (tied, dropout) in [(true, 0.0), (false, 0.0), (true, 0.3)] {
-        let mut cfg = LlamaConfig::tiny(48, 32, 2, 4, 2);
-        cfg.tie_word_embeddings = tied;
-        cfg.attention_bias = !tied;
-        let build = || {
-            let mut model = Llama::random(cfg.clone(), 11, &Device::Cpu).unwrap();
-            model
-                .add_lora(&LoraConfig {
-                    r: 4,
-                    alpha: 8.0,
-                    dropout,
-                    targets: LoraTarget::ALL.to_vec(),
-                    seed: 5,
-                })
-                .unwrap();
-            randomise_lora(&model);
-            model
-        };
         let batch = two_row_batch(&[5, 9, 13, 7, 21, 6, 6]);
         let normaliser = batch.n_loss_tokens + 3;
-
-        let auto = build();
+        let auto = lora_model(tied, dropout);
         let h = auto
             .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, true)
             .unwrap();
@@ -230,36 +258,11 @@ fn hand_written_backward_equals_autograd() {
         })
         .unwrap();
         let store = loss.backward().unwrap();
-
-        let manual = build();
+        // A fresh model draws the same dropout masks in the same order.
+        let manual = lora_model(tied, dropout);
         let got = manual.lora_loss_and_grads(&batch, normaliser).unwrap();
-        let want_loss = loss.to_scalar::<f32>().unwrap() as f64;
-        assert!(
-            (got.loss - want_loss).abs() < 1e-5 * want_loss.abs().max(1.0),
-            "tied {tied} dropout {dropout}: loss {} vs {want_loss}",
-            got.loss
-        );
-        let vars = auto.lora_vars();
-        assert_eq!(got.grads.len(), vars.len());
-        for ((name, var), g) in vars.iter().zip(&got.grads) {
-            let want = store
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-            let diff = want
-                .iter()
-                .zip(&g)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                diff <= 1e-4 * scale,
-                "tied {tied} dropout {dropout}: {name}: max diff {diff:e} (scale {scale:e})"
-            );
-        }
+        let what = format!("tied {tied} dropout {dropout}");
+        assert_equals_autograd(&what, &auto, &got, &loss, &store);
     }
 }
 
@@ -288,27 +291,13 @@ fn shared_prefix_batch() -> TrainBatch {
 #[test]
 fn shared_prefix_backward_equals_full_rows_and_autograd() {
     for tied in [true, false] {
-        let mut cfg = LlamaConfig::tiny(48, 32, 2, 4, 2);
-        cfg.tie_word_embeddings = tied;
-        cfg.attention_bias = !tied;
-        let mut model = Llama::random(cfg, 11, &Device::Cpu).unwrap();
-        model
-            .add_lora(&LoraConfig {
-                r: 4,
-                alpha: 8.0,
-                dropout: 0.0,
-                targets: LoraTarget::ALL.to_vec(),
-                seed: 5,
-            })
-            .unwrap();
-        randomise_lora(&model);
+        let model = lora_model(tied, 0.0);
         let batch = shared_prefix_batch();
         assert_eq!(
             batch.shared_prefix, 9,
             "the instruction (no BOS: tokenizer_adds_bos is false)"
         );
         let normaliser = batch.n_loss_tokens;
-
         let shared = model.lora_loss_and_grads(&batch, normaliser).unwrap();
         let full = model
             .lora_loss_and_grads(&batch.clone().without_prefix_sharing(), normaliser)
@@ -316,40 +305,19 @@ fn shared_prefix_backward_equals_full_rows_and_autograd() {
         let h = model
             .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, false)
             .unwrap();
-        let auto = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
+        let loss = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
             model.logits(x)
         })
         .unwrap();
-        let store = auto.backward().unwrap();
-        let auto_loss = auto.to_scalar::<f32>().unwrap() as f64;
-        for (what, loss) in [("shared", shared.loss), ("full", full.loss)] {
-            assert!(
-                (loss - auto_loss).abs() < 1e-5 * auto_loss.abs().max(1.0),
-                "tied {tied}: {what} loss {loss} vs autograd {auto_loss}"
-            );
-        }
-        let vars = model.lora_vars();
-        for (i, (name, var)) in vars.iter().enumerate() {
-            let want = store
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-            for (what, g) in [("shared", &shared.grads[i]), ("full", &full.grads[i])] {
-                let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let diff = want
-                    .iter()
-                    .zip(&g)
-                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(
-                    diff <= 1e-4 * scale,
-                    "tied {tied}: {what}: {name}: max diff {diff:e} (scale {scale:e})"
-                );
-            }
-        }
+        let store = loss.backward().unwrap();
+        assert_equals_autograd(
+            &format!("tied {tied}, shared"),
+            &model,
+            &shared,
+            &loss,
+            &store,
+        );
+        assert_equals_autograd(&format!("tied {tied}, full"), &model, &full, &loss, &store);
     }
 }
 

@@ -12,6 +12,7 @@ use rand_distr_free::normal_vec;
 use crate::config::{LlamaConfig, LoraConfig, LoraTarget};
 use crate::error::{EngineError, Result};
 use crate::grad_ops;
+use crate::kernels::MatmulExt;
 use crate::lora::{Linear, seeded_rng};
 
 mod backprop;
@@ -748,6 +749,9 @@ impl Llama {
             .contiguous()?;
         let q = self.rope(&q, geo, diff)?;
         let k = self.rope(&k, geo, diff)?;
+        // With a cache (generation, shared prefixes) nothing is differentiated: the products
+        // read the cache in place through the gemm kernels instead of copying it.
+        let cached = kv.is_some();
         let (k, v) = match kv {
             Some((kb, vb)) => {
                 kb.slice_set(&k.contiguous()?, 2, geo.past)?;
@@ -760,8 +764,12 @@ impl Llama {
         let total = k.dim(2)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
-        let scores = q
-            .matmul(&k.t()?)?
+        let scores = if cached {
+            q.mm(&k.t()?)?
+        } else {
+            q.matmul(&k.t()?)?
+        };
+        let scores = scores
             .reshape((b, nkv, rep, t, total))?
             .broadcast_add(&geo.bias)?;
         let probs = if diff {
@@ -769,9 +777,12 @@ impl Llama {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = probs
-            .reshape((b, nkv, rep * t, total))?
-            .matmul(&v.contiguous()?)?;
+        let probs = probs.reshape((b, nkv, rep * t, total))?;
+        let out = if cached {
+            probs.mm(&v)?
+        } else {
+            probs.matmul(&v.contiguous()?)?
+        };
         let out = out
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?

@@ -98,7 +98,9 @@ pub fn estimate(cell: &CellSpec, cost: &CostKnobs) -> CellCost {
                 c.score_tokens += n_test * (s.prompt + s.completion);
             }
             Decoding::Greedy | Decoding::Sample { .. } => {
-                c.score_tokens += n_test * (s.prompt + demos);
+                // The demonstrations are the same in every prompt: they run once per batch.
+                let batches = (n_test / cell.generate.batch_size.max(1) as f64).ceil();
+                c.score_tokens += n_test * s.prompt + batches * demos;
                 // A fine-tuned model stops after its answer; an untuned one usually runs to
                 // the token limit.
                 let new = if cell.fine_tunes() {
@@ -148,5 +150,23 @@ mod tests {
         assert!(sample_tokens("masa", "ou", Some("d1")).completion < base.completion);
         assert!(sample_tokens("masa", "no-inst", Some("d1")).prompt < base.prompt);
         assert!(sample_tokens("masa", "baseline", Some("all")).completion > base.completion);
+    }
+
+    #[test]
+    fn demonstrations_cost_once_per_generation_batch() {
+        let knobs = crate::knobs::Knobs::preset("default").unwrap();
+        let cells = crate::matrix::cells(&knobs, "v").unwrap();
+        let untuned = cells
+            .iter()
+            .find(|c| c.train.is_none() && c.evals.iter().any(|e| e.shots > 0))
+            .unwrap();
+        let mut zero_shot = untuned.clone();
+        zero_shot.evals.iter_mut().for_each(|e| e.shots = 0);
+        let extra = estimate(untuned, &knobs.cost).score_tokens
+            - estimate(&zero_shot, &knobs.cost).score_tokens;
+        let s = sample_tokens("masa", &untuned.design, Some("d1"));
+        let shots = untuned.evals.iter().map(|e| e.shots).max().unwrap() as f64;
+        let batches = (untuned.test_size as f64 / untuned.generate.batch_size as f64).ceil();
+        assert!((extra - batches * shots * (s.prompt + s.completion + 4.0)).abs() < 1e-6);
     }
 }

@@ -17,7 +17,7 @@ fn decode(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(10));
     for batch in [1usize, 8] {
-        let prompts = decode_prompts(&model, batch, 13);
+        let prompts = decode_prompts(&model, batch, 0, 13);
         group.throughput(Throughput::Elements((batch * NEW_TOKENS) as u64));
         group.bench_function(BenchmarkId::from_parameter(format!("b{batch}")), |b| {
             b.iter(|| run_decode(&model, &prompts, NEW_TOKENS).expect("decode"))

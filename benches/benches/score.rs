@@ -11,7 +11,7 @@ use sde_benches::{NEW_TOKENS, PROMPT_TOKENS, random_smollm2_135m, run_score, sco
 
 fn score(c: &mut Criterion) {
     let model = random_smollm2_135m(7).expect("random model");
-    let items = score_items(&model, 8, 17);
+    let items = score_items(&model, 8, 0, 17);
     let mut group = c.benchmark_group("score_128+32");
     group
         .sample_size(10)

@@ -18,7 +18,7 @@ fn train_step(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(10));
     for (batch, seq) in [(4, 128), (8, 128), (4, 256), (8, 256)] {
-        let mut step = TrainStep::new(&model, batch, seq, 11).expect("train batch");
+        let mut step = TrainStep::new(&model, batch, seq, 0, 11).expect("train batch");
         group.throughput(Throughput::Elements(step.tokens as u64));
         group.bench_function(
             BenchmarkId::from_parameter(format!("b{batch}xs{seq}")),

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use sde_benches::{
-    NEW_TOKENS, PROMPT_TOKENS, SHARED_PREFIX_TOKENS, random_smollm2_135m, run_decode_with,
-    run_score_with, shared_prefix_prompts,
+    NEW_TOKENS, PROMPT_TOKENS, SHARED_PREFIX_TOKENS, decode_prompts, random_smollm2_135m,
+    run_decode_with, run_score_with, score_items,
 };
 
 const REPS: usize = 3;
@@ -23,15 +23,8 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: first thing in main; no other thread exists yet.
     unsafe { sde_engine::apply_cpu_env_defaults() };
     let model = random_smollm2_135m(1)?;
-    let prompts = shared_prefix_prompts(&model, 8, 7);
-    let items: Vec<(Vec<u32>, usize)> = shared_prefix_prompts(&model, 8, 9)
-        .into_iter()
-        .zip(shared_prefix_prompts(&model, 8, 11))
-        .map(|(mut p, answer)| {
-            p.extend(&answer[..NEW_TOKENS]);
-            (p, PROMPT_TOKENS)
-        })
-        .collect();
+    let prompts = decode_prompts(&model, 8, SHARED_PREFIX_TOKENS, 7);
+    let items = score_items(&model, 8, SHARED_PREFIX_TOKENS, 9);
     println!(
         "SmolLM2-135M shapes (random weights), batch 8, {SHARED_PREFIX_TOKENS} of {PROMPT_TOKENS} prompt tokens shared; median of {REPS}"
     );

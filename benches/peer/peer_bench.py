@@ -10,6 +10,9 @@ transformers. Inputs are random token ids; the data does not change the speed.
     python peer_bench.py score      --gguf PATH --batch 8             (all logits)
     python peer_bench.py score-keep --gguf PATH --batch 8             (logits_to_keep=33)
     python peer_bench.py matmul                                       (torch f32 2048^3)
+
+`--shared N` makes every row start with the same N ids (the engine runs such a prefix once;
+transformers runs every row in full).
 """
 
 import argparse
@@ -51,9 +54,12 @@ def load(gguf):
     )
 
 
-def random_ids(batch, seq, vocab, seed):
+def random_ids(batch, seq, vocab, seed, shared=0):
+    """Random ids; with `shared`, every row starts with the first row's first `shared` ids."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(100, vocab, (batch, seq), generator=g)
+    ids = torch.randint(100, vocab, (batch, seq), generator=g)
+    ids[:, :shared] = ids[0, :shared]
+    return ids
 
 
 def time_reps(reps, steps, warmup, fn):
@@ -80,7 +86,7 @@ def train(args, keep):
     model.train()
     load_s = time.perf_counter() - started
     vocab = model.config.vocab_size
-    ids = random_ids(args.batch, args.seq, vocab, 11)
+    ids = random_ids(args.batch, args.seq, vocab, 11, args.shared)
     mask = torch.ones_like(ids)
     labels = ids.clone()
     labels[:, : args.seq - LOSS_TOKENS] = -100
@@ -123,7 +129,7 @@ def decode(args):
     model = load(args.gguf)
     model.eval()
     load_s = time.perf_counter() - started
-    ids = random_ids(args.batch, PROMPT_TOKENS, model.config.vocab_size, 13)
+    ids = random_ids(args.batch, PROMPT_TOKENS, model.config.vocab_size, 13, args.shared)
     mask = torch.ones_like(ids)
     produced = [0]
 
@@ -165,7 +171,7 @@ def score(args, keep):
     model.eval()
     load_s = time.perf_counter() - started
     seq = PROMPT_TOKENS + NEW_TOKENS
-    ids = random_ids(args.batch, seq, model.config.vocab_size, 17)
+    ids = random_ids(args.batch, seq, model.config.vocab_size, 17, args.shared)
     mask = torch.ones_like(ids)
 
     def forward():
@@ -218,6 +224,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
+    parser.add_argument("--shared", type=int, default=0, help="leading ids every row shares")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     if args.workload != "matmul" and not args.gguf:

@@ -92,6 +92,19 @@ impl Ids {
             .map(|_| (100 + self.next_u64() % span) as u32)
             .collect()
     }
+
+    /// `batch` rows of `len` token ids (see [`Ids::tokens`]) that all start with the same
+    /// `shared` ids; with `shared` 0 the rows are drawn one after the other.
+    pub fn rows(&mut self, batch: usize, len: usize, shared: usize, vocab: usize) -> Vec<Vec<u32>> {
+        let prefix = self.tokens(shared.min(len), vocab);
+        (0..batch)
+            .map(|_| {
+                let mut row = prefix.clone();
+                row.extend(self.tokens(len - prefix.len(), vocab));
+                row
+            })
+            .collect()
+    }
 }
 
 /// One LoRA training step repeated on a fixed batch: forward, masked loss on the last
@@ -106,9 +119,10 @@ pub struct TrainStep {
 }
 
 impl TrainStep {
-    /// A step over `batch` random sequences of `seq` tokens. `model` must carry a LoRA adapter
-    /// ([`Llama::add_lora`] with [`bench_lora`]).
-    pub fn new(model: &Llama, batch: usize, seq: usize, seed: u64) -> Result<Self> {
+    /// A step over `batch` random sequences of `seq` tokens whose first `shared` tokens are the
+    /// same in every row. `model` must carry a LoRA adapter ([`Llama::add_lora`] with
+    /// [`bench_lora`]).
+    pub fn new(model: &Llama, batch: usize, seq: usize, shared: usize, seed: u64) -> Result<Self> {
         let vars: Vec<Var> = model.lora_vars().into_iter().map(|(_, v)| v).collect();
         if vars.is_empty() {
             return Err(sde_engine::EngineError::InvalidInput {
@@ -123,13 +137,15 @@ impl TrainStep {
             },
         )?;
         let vocab = model.config().vocab_size;
-        let mut ids = Ids::new(seed);
-        let samples: Vec<EncodedSample> = (0..batch)
-            .map(|index| {
+        let samples: Vec<EncodedSample> = Ids::new(seed)
+            .rows(batch, seq, shared, vocab)
+            .into_iter()
+            .enumerate()
+            .map(|(index, input_ids)| {
                 let loss_from = seq.saturating_sub(LOSS_TOKENS).max(1);
                 EncodedSample {
                     index,
-                    input_ids: ids.tokens(seq, vocab),
+                    input_ids,
                     loss_mask: (0..seq).map(|i| i >= loss_from).collect(),
                     prompt_len: loss_from,
                     prompt_tokens_cut: 0,
@@ -159,27 +175,9 @@ impl TrainStep {
 /// demonstrations, or an instruction placed first), out of [`PROMPT_TOKENS`].
 pub const SHARED_PREFIX_TOKENS: usize = 96;
 
-/// `batch` random prompts of [`PROMPT_TOKENS`] tokens whose first [`SHARED_PREFIX_TOKENS`]
-/// are the same.
-pub fn shared_prefix_prompts(model: &Llama, batch: usize, seed: u64) -> Vec<Vec<u32>> {
-    let vocab = model.config().vocab_size;
-    let mut ids = Ids::new(seed);
-    let prefix = ids.tokens(SHARED_PREFIX_TOKENS, vocab);
-    (0..batch)
-        .map(|_| {
-            let mut p = prefix.clone();
-            p.extend(ids.tokens(PROMPT_TOKENS - SHARED_PREFIX_TOKENS, vocab));
-            p
-        })
-        .collect()
-}
-
-/// `batch` random prompts of [`PROMPT_TOKENS`] tokens.
-pub fn decode_prompts(model: &Llama, batch: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut ids = Ids::new(seed);
-    (0..batch)
-        .map(|_| ids.tokens(PROMPT_TOKENS, model.config().vocab_size))
-        .collect()
+/// `batch` random prompts of [`PROMPT_TOKENS`] tokens whose first `shared` are the same.
+pub fn decode_prompts(model: &Llama, batch: usize, shared: usize, seed: u64) -> Vec<Vec<u32>> {
+    Ids::new(seed).rows(batch, PROMPT_TOKENS, shared, model.config().vocab_size)
 }
 
 /// Greedy decoding of exactly `new_tokens` per prompt (no stop token, no repetition penalty),
@@ -207,17 +205,19 @@ pub fn run_decode_with(
     Ok(out.iter().map(|g| g.new_tokens()).sum())
 }
 
-/// `batch` random sequences of [`PROMPT_TOKENS`] + [`NEW_TOKENS`] tokens whose last
-/// [`NEW_TOKENS`] are scored.
-pub fn score_items(model: &Llama, batch: usize, seed: u64) -> Vec<(Vec<u32>, usize)> {
-    let mut ids = Ids::new(seed);
-    (0..batch)
-        .map(|_| {
-            (
-                ids.tokens(PROMPT_TOKENS + NEW_TOKENS, model.config().vocab_size),
-                PROMPT_TOKENS,
-            )
-        })
+/// `batch` random sequences of [`PROMPT_TOKENS`] + [`NEW_TOKENS`] tokens, the first `shared`
+/// the same in every row, whose last [`NEW_TOKENS`] are scored.
+pub fn score_items(
+    model: &Llama,
+    batch: usize,
+    shared: usize,
+    seed: u64,
+) -> Vec<(Vec<u32>, usize)> {
+    let len = PROMPT_TOKENS + NEW_TOKENS;
+    Ids::new(seed)
+        .rows(batch, len, shared, model.config().vocab_size)
+        .into_iter()
+        .map(|row| (row, PROMPT_TOKENS))
         .collect()
 }
 

@@ -73,33 +73,85 @@ pub struct BenchArgs {
     note: Option<String>,
 }
 
-/// One workload, run on both sides.
+/// One workload, run on both sides. `shared` leading tokens are the same in every row (an
+/// instruction placed first, in-context demonstrations): the engine runs them once per batch,
+/// the peer runs every row in full.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Workload {
-    Train { batch: usize, seq: usize },
-    Decode { batch: usize },
-    Score { batch: usize },
+    Train {
+        batch: usize,
+        seq: usize,
+        shared: usize,
+    },
+    Decode {
+        batch: usize,
+        shared: usize,
+    },
+    Score {
+        batch: usize,
+        shared: usize,
+    },
 }
 
 impl Workload {
     fn all() -> Vec<Self> {
         let mut out: Vec<Self> = [(4, 128), (8, 128), (4, 256), (8, 256)]
             .into_iter()
-            .map(|(batch, seq)| Self::Train { batch, seq })
+            .map(|(batch, seq)| Self::Train {
+                batch,
+                seq,
+                shared: 0,
+            })
             .collect();
         out.extend([
-            Self::Decode { batch: 1 },
-            Self::Decode { batch: 8 },
-            Self::Score { batch: 8 },
+            Self::Decode {
+                batch: 1,
+                shared: 0,
+            },
+            Self::Decode {
+                batch: 8,
+                shared: 0,
+            },
+            Self::Score {
+                batch: 8,
+                shared: 0,
+            },
+            // A quarter of each training row is a shared instruction (Inst-first MASA samples
+            // are about that); three quarters of each prompt are shared demonstrations (k-shot).
+            Self::Train {
+                batch: 4,
+                seq: 256,
+                shared: 64,
+            },
+            Self::Decode {
+                batch: 8,
+                shared: 96,
+            },
+            Self::Score {
+                batch: 8,
+                shared: 96,
+            },
         ]);
         out
     }
 
-    fn id(&self) -> String {
+    fn shared(&self) -> usize {
         match self {
-            Self::Train { batch, seq } => format!("train-b{batch}x{seq}"),
-            Self::Decode { batch } => format!("decode-b{batch}"),
-            Self::Score { batch } => format!("score-b{batch}"),
+            Self::Train { shared, .. }
+            | Self::Decode { shared, .. }
+            | Self::Score { shared, .. } => *shared,
+        }
+    }
+
+    fn id(&self) -> String {
+        let base = match self {
+            Self::Train { batch, seq, .. } => format!("train-b{batch}x{seq}"),
+            Self::Decode { batch, .. } => format!("decode-b{batch}"),
+            Self::Score { batch, .. } => format!("score-b{batch}"),
+        };
+        match self.shared() {
+            0 => base,
+            n => format!("{base}-shared{n}"),
         }
     }
 
@@ -107,15 +159,18 @@ impl Workload {
     fn args(&self, name: &str) -> Vec<String> {
         let mut v = vec![name.to_string()];
         match self {
-            Self::Train { batch, seq } => v.extend([
+            Self::Train { batch, seq, .. } => v.extend([
                 "--batch".into(),
                 batch.to_string(),
                 "--seq".into(),
                 seq.to_string(),
             ]),
-            Self::Decode { batch } | Self::Score { batch } => {
+            Self::Decode { batch, .. } | Self::Score { batch, .. } => {
                 v.extend(["--batch".into(), batch.to_string()])
             }
+        }
+        if self.shared() > 0 {
+            v.extend(["--shared".into(), self.shared().to_string()]);
         }
         v
     }
@@ -130,12 +185,23 @@ impl Workload {
         Vec<(&'static str, &'static str)>,
     ) {
         match self {
+            Self::Train { shared, .. } if *shared > 0 => (
+                vec![("train", "sde engine (candle), shared prefix run once")],
+                vec![
+                    ("train", "PEFT LoRA, all logits (the standard recipe)"),
+                    ("train-keep", "PEFT LoRA, lm_head on the last 33 positions"),
+                ],
+            ),
             Self::Train { .. } => (
                 vec![("train", "sde engine (candle)")],
                 vec![
                     ("train", "PEFT LoRA, all logits (the standard recipe)"),
                     ("train-keep", "PEFT LoRA, lm_head on the last 33 positions"),
                 ],
+            ),
+            Self::Decode { shared, .. } if *shared > 0 => (
+                vec![("decode", "sde engine (candle), f32, shared prefix run once")],
+                vec![("decode", "HF generate()")],
             ),
             Self::Decode { .. } => (
                 vec![
@@ -150,6 +216,13 @@ impl Workload {
                     ),
                 ],
                 vec![("decode", "HF generate()")],
+            ),
+            Self::Score { shared, .. } if *shared > 0 => (
+                vec![("score", "sde engine (candle), shared prefix run once")],
+                vec![
+                    ("score", "transformers, all logits"),
+                    ("score-keep", "transformers, logits_to_keep=33"),
+                ],
             ),
             Self::Score { .. } => (
                 vec![("score", "sde engine (candle)")],
@@ -198,48 +271,81 @@ fn attn(ctx: f64) -> f64 {
     4.0 * ATTN_WIDTH * ctx * LAYERS
 }
 
+/// How much of a batch's work the engine executes when `shared` leading tokens of `batch`
+/// rows of `len` are run once: (token-proportional work, attention work), each as a fraction
+/// of running every row in full.
+fn shared_fractions(batch: usize, len: usize, shared: usize) -> (f64, f64) {
+    let (b, l, p) = (batch as f64, len as f64, shared.min(len) as f64);
+    let tokens = (p + b * (l - p)) / (b * l);
+    let tri = |n: f64| n * (n + 1.0) / 2.0;
+    let attention = (tri(p) + b * (tri(l) - tri(p))) / (b * tri(l));
+    (tokens, attention)
+}
+
 /// Executed FLOPs per token of a LoRA train step at sequence `seq` with the vocabulary
 /// projection on `head_positions` of the `seq` positions: the base forward and its activation
 /// gradients (no weight gradients), three times the adapters, three times the attention.
-fn train_flops_per_token(seq: usize, head_positions: usize) -> f64 {
+/// `(tokens, attention)` scale the work for a shared prefix ([`shared_fractions`]).
+fn train_flops_per_token(
+    seq: usize,
+    head_positions: usize,
+    (tokens, attention): (f64, f64),
+) -> f64 {
     let s = seq as f64;
     let head = N_HEAD * head_positions as f64 / s;
-    2.0 * 2.0 * (N_BODY + head) + 3.0 * 2.0 * N_LORA + 3.0 * attn((s + 1.0) / 2.0)
+    2.0 * 2.0 * (N_BODY * tokens + head)
+        + 3.0 * 2.0 * N_LORA * tokens
+        + 3.0 * attn((s + 1.0) / 2.0) * attention
 }
 
 /// Executed FLOPs per token of a forward pass over `seq` tokens with the vocabulary
-/// projection on `head_positions` of them.
-fn forward_flops_per_token(seq: usize, head_positions: usize) -> f64 {
+/// projection on `head_positions` of them, scaled for a shared prefix as above.
+fn forward_flops_per_token(
+    seq: usize,
+    head_positions: usize,
+    (tokens, attention): (f64, f64),
+) -> f64 {
     let s = seq as f64;
-    2.0 * (N_BODY + N_HEAD * head_positions as f64 / s) + attn((s + 1.0) / 2.0)
+    2.0 * (N_BODY * tokens + N_HEAD * head_positions as f64 / s) + attn((s + 1.0) / 2.0) * attention
 }
 
 /// Executed FLOPs of one greedy generation per row: the prefill (logits for the last position)
 /// and one forward per new token after the first.
-fn generation_flops_per_row() -> f64 {
-    let prefill = PROMPT_TOKENS as f64 * forward_flops_per_token(PROMPT_TOKENS, 1);
+fn generation_flops_per_row(prefill_share: (f64, f64)) -> f64 {
+    let prefill = PROMPT_TOKENS as f64 * forward_flops_per_token(PROMPT_TOKENS, 1, prefill_share);
     let steps: f64 = (1..NEW_TOKENS)
         .map(|i| 2.0 * (N_BODY + N_HEAD) + attn((PROMPT_TOKENS + i + 1) as f64))
         .sum();
     prefill + steps
 }
 
-/// FLOPs per counted token of one side's run of `w` (`peer_variant` for the peer).
+/// FLOPs per counted token of one side's run of `w` (`"sde"` for the engine, else the peer
+/// variant). Only the engine runs a shared prefix once.
 fn flops_per_token(w: &Workload, variant: &str) -> f64 {
+    const FULL: (f64, f64) = (1.0, 1.0);
     match (w, variant) {
-        (Workload::Train { seq, .. }, "train") => train_flops_per_token(*seq, *seq),
-        (Workload::Train { seq, .. }, "train-keep") => train_flops_per_token(*seq, LOSS_TOKENS + 1),
-        (Workload::Train { seq, .. }, _) => train_flops_per_token(*seq, LOSS_TOKENS),
+        (Workload::Train { seq, .. }, "train") => train_flops_per_token(*seq, *seq, FULL),
+        (Workload::Train { seq, .. }, "train-keep") => {
+            train_flops_per_token(*seq, LOSS_TOKENS + 1, FULL)
+        }
+        (Workload::Train { batch, seq, shared }, _) => {
+            train_flops_per_token(*seq, LOSS_TOKENS, shared_fractions(*batch, *seq, *shared))
+        }
         (Workload::Score { .. }, "score") => {
-            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, PROMPT_TOKENS + NEW_TOKENS)
+            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, PROMPT_TOKENS + NEW_TOKENS, FULL)
         }
         (Workload::Score { .. }, "score-keep") => {
-            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, NEW_TOKENS + 1)
+            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, NEW_TOKENS + 1, FULL)
         }
-        (Workload::Score { .. }, _) => {
-            forward_flops_per_token(PROMPT_TOKENS + NEW_TOKENS, NEW_TOKENS)
+        (Workload::Score { batch, shared }, _) => {
+            let len = PROMPT_TOKENS + NEW_TOKENS;
+            forward_flops_per_token(len, NEW_TOKENS, shared_fractions(*batch, len, *shared))
         }
-        (Workload::Decode { .. }, _) => generation_flops_per_row() / NEW_TOKENS as f64,
+        (Workload::Decode { batch, shared }, "sde") => {
+            generation_flops_per_row(shared_fractions(*batch, PROMPT_TOKENS, *shared))
+                / NEW_TOKENS as f64
+        }
+        (Workload::Decode { .. }, _) => generation_flops_per_row(FULL) / NEW_TOKENS as f64,
     }
 }
 
@@ -885,7 +991,7 @@ fn render(r: &Report<'_>) -> String {
             measured.map_or("–", |m| if m >= goal { "yes" } else { "no" })
         );
     };
-    for (w, _) in r.table {
+    for (w, _) in r.table.iter().filter(|(w, _)| w.shared() == 0) {
         let sde = get(w, "sde");
         match w {
             Workload::Train { .. } => {
@@ -919,7 +1025,7 @@ fn render(r: &Report<'_>) -> String {
                     "×",
                 );
             }
-            Workload::Decode { batch } => {
+            Workload::Decode { batch, .. } => {
                 let goal = if *batch == 1 { 4.0 } else { 2.0 };
                 let ratio = sde.zip(get(w, "decode")).map(|(a, b)| a.tok_s / b.tok_s);
                 target(
@@ -973,12 +1079,34 @@ mod tests {
     #[test]
     fn flop_accounting_matches_the_baseline_table() {
         let m = |x: f64| (x / 1e6 * 10.0).round() / 10.0;
-        assert_eq!(m(forward_flops_per_token(128, 128)), 273.4);
-        assert_eq!(m(forward_flops_per_token(256, 256)), 277.8);
-        assert_eq!(m(train_flops_per_token(128, 128)), 565.9);
-        assert_eq!(m(train_flops_per_token(256, 256)), 579.2);
-        assert_eq!(m(train_flops_per_token(128, 33)), 481.9);
-        assert_eq!(m(forward_flops_per_token(128, 1)), 217.2);
-        assert_eq!(m(forward_flops_per_token(160, 33)), 229.6);
+        let full = (1.0, 1.0);
+        assert_eq!(m(forward_flops_per_token(128, 128, full)), 273.4);
+        assert_eq!(m(forward_flops_per_token(256, 256, full)), 277.8);
+        assert_eq!(m(train_flops_per_token(128, 128, full)), 565.9);
+        assert_eq!(m(train_flops_per_token(256, 256, full)), 579.2);
+        assert_eq!(m(train_flops_per_token(128, 33, full)), 481.9);
+        assert_eq!(m(forward_flops_per_token(128, 1, full)), 217.2);
+        assert_eq!(m(forward_flops_per_token(160, 33, full)), 229.6);
+    }
+
+    /// Work fractions of a shared prefix, checked by hand: 2 rows of 4 tokens sharing 2 run
+    /// 2 + 2 × 2 = 6 of 8 token slots, and 3 + 2 × (10 − 3) = 17 of 20 attention pairs.
+    #[test]
+    fn shared_prefix_fractions_count_the_prefix_once() {
+        assert_eq!(shared_fractions(2, 4, 2), (6.0 / 8.0, 17.0 / 20.0));
+        assert_eq!(shared_fractions(8, 128, 0), (1.0, 1.0));
+        assert_eq!(shared_fractions(1, 128, 96), (1.0, 1.0));
+    }
+
+    #[test]
+    fn shared_workloads_have_their_own_ids_and_worker_flags() {
+        let ids: Vec<String> = Workload::all().iter().map(Workload::id).collect();
+        assert!(ids.contains(&"train-b4x256-shared64".to_string()));
+        assert!(ids.contains(&"decode-b8-shared96".to_string()));
+        let w = Workload::Score {
+            batch: 8,
+            shared: 96,
+        };
+        assert_eq!(w.args("score"), ["score", "--batch", "8", "--shared", "96"]);
     }
 }

@@ -11,7 +11,9 @@
 //! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
 //! ```
 //!
-//! Without `--gguf` the model has SmolLM2-135M shapes and random weights. `steps` is the
+//! `--shared N` makes the first N tokens of every row the same (train, decode, score), which
+//! the engine runs once per batch. Without `--gguf` the model has SmolLM2-135M shapes and
+//! random weights. `steps` is the
 //! number of train steps, generations or scoring passes in one timed rep. The peak RSS is
 //! VmHWM of `/proc/self/status`, reset after the model is loaded.
 
@@ -35,6 +37,7 @@ struct Args {
     steps: Option<usize>,
     warmup: Option<usize>,
     gguf: Option<String>,
+    shared: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args> {
         steps: None,
         warmup: None,
         gguf: None,
+        shared: 0,
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args> {
             "--steps" => args.steps = Some(num()?.max(1)),
             "--warmup" => args.warmup = Some(num()?),
             "--gguf" => args.gguf = Some(value),
+            "--shared" => args.shared = num()?,
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -187,7 +192,7 @@ fn main() -> Result<()> {
             let mut model = load(&args)?;
             model.add_lora(&bench_lora())?;
             let load_s = started.elapsed().as_secs_f64();
-            let mut step = TrainStep::new(&model, args.batch, args.seq, 11)?;
+            let mut step = TrainStep::new(&model, args.batch, args.seq, args.shared, 11)?;
             let steps = args.steps.unwrap_or(10);
             reset_peak_rss();
             let mut losses = Vec::new();
@@ -196,7 +201,7 @@ fn main() -> Result<()> {
                 Ok(())
             })?;
             json!({
-                "workload": "train", "batch": args.batch, "seq": args.seq, "rep_seconds": times,
+                "workload": "train", "batch": args.batch, "seq": args.seq, "shared": args.shared, "rep_seconds": times,
                 "tokens_per_rep": steps * step.tokens, "steps_per_rep": steps, "load_seconds": load_s,
                 "peak_rss_mib": peak_rss_mib(), "loss_first": losses.first(), "loss_last": losses.last(),
             })
@@ -209,7 +214,7 @@ fn main() -> Result<()> {
                 _ => sde_engine::Q8Scope::Off,
             })?;
             let load_s = started.elapsed().as_secs_f64();
-            let prompts = decode_prompts(&model, args.batch, 13);
+            let prompts = decode_prompts(&model, args.batch, args.shared, 13);
             let steps = args.steps.unwrap_or(3);
             reset_peak_rss();
             let mut produced = 0;
@@ -218,7 +223,7 @@ fn main() -> Result<()> {
                 Ok(())
             })?;
             json!({
-                "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
+                "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS, "shared": args.shared, "new_tokens": NEW_TOKENS,
                 "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps,
                 "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(),
             })
@@ -226,14 +231,14 @@ fn main() -> Result<()> {
         "score" => {
             let model = load(&args)?;
             let load_s = started.elapsed().as_secs_f64();
-            let items = score_items(&model, args.batch, 17);
+            let items = score_items(&model, args.batch, args.shared, 17);
             let steps = args.steps.unwrap_or(5);
             reset_peak_rss();
             let times = time_reps(args.reps, steps, args.warmup.unwrap_or(2), || {
                 Ok(run_score(&model, &items).map(drop)?)
             })?;
             json!({
-                "workload": "score", "batch": args.batch, "seq": PROMPT_TOKENS + NEW_TOKENS,
+                "workload": "score", "batch": args.batch, "seq": PROMPT_TOKENS + NEW_TOKENS, "shared": args.shared,
                 "rep_seconds": times, "tokens_per_rep": steps * args.batch * (PROMPT_TOKENS + NEW_TOKENS),
                 "steps_per_rep": steps, "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(),
             })

@@ -6,9 +6,13 @@
 //! exactly the activations the backward needs, the backward propagates through a frozen
 //! linear with one matmul (`dx = dy W`), and only the LoRA factors get weight gradients.
 //!
+//! A token prefix that every row shares ([`TrainBatch::shared_prefix`]) runs once: the batch
+//! is laid out flat as `[prefix; each row's own tokens]` and attention runs in two groups.
+//!
 //! Invariant: the gradients equal those of `forward_hidden` + `masked_loss` + autograd (tested
 //! to float tolerance in `tests/train_gradients.rs`), including the order in which LoRA
-//! dropout masks are drawn.
+//! dropout masks are drawn. With a shared prefix they are equal without dropout; with dropout
+//! the prefix gets one mask for the batch instead of one per row.
 
 use candle_core::{D, DType, Tensor};
 

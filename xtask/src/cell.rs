@@ -269,6 +269,7 @@ mod tests {
             }),
             generate: GenerateKnobs {
                 max_new_tokens: 16,
+                untuned_max_new_tokens: 16,
                 repetition_penalty: 1.1,
                 batch_size: 8,
                 temperature: 0.7,
@@ -309,7 +310,7 @@ mod tests {
         assert_ne!(t.hash(), pinned);
     }
 
-    const PINNED_HASH: &str = "13a28b5f6fc21689dbb7681ff9ebe14821b04ce49bc43fd63a66b9286beac831";
+    const PINNED_HASH: &str = "110780597a84aea513c3c59275bc12e64d0cf8372cd641ab742243e5eaedbf0b";
 
     #[test]
     fn eval_keys_are_distinct_file_names() {

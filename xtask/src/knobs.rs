@@ -106,8 +106,11 @@ pub struct TrainKnobs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateKnobs {
-    /// Most new tokens per answer.
+    /// Most new tokens per answer of a fine-tuned model (the study: 200).
     pub max_new_tokens: usize,
+    /// Most new tokens per answer of an untuned model, zero-shot and in context (matrix C;
+    /// the study: 128). Untuned models rarely stop on their own, so this bounds C's cost.
+    pub untuned_max_new_tokens: usize,
     /// Repetition penalty (1.0 = off).
     pub repetition_penalty: f64,
     /// Prompts per generation batch.
@@ -243,6 +246,7 @@ impl Knobs {
                 },
                 generate: GenerateKnobs {
                     max_new_tokens: 16,
+                    untuned_max_new_tokens: 16,
                     ..base.generate
                 },
                 a: MatrixAKnobs {
@@ -304,6 +308,7 @@ impl Knobs {
                 },
                 generate: GenerateKnobs {
                     max_new_tokens: 200,
+                    untuned_max_new_tokens: 128,
                     ..base.generate
                 },
                 a: MatrixAKnobs {
@@ -351,7 +356,7 @@ impl Knobs {
                 ner: "synthetic-ner".into(),
                 event: "synthetic-event".into(),
                 review11: "synthetic-masa".into(),
-                test_size: 64,
+                test_size: 48,
                 data_seed: 7,
             },
             train: TrainKnobs {
@@ -372,8 +377,10 @@ impl Knobs {
                 epochs: 3,
                 max_seq_len: 512,
             },
+            // The study's budgets: CoT answers run to about 170 tokens.
             generate: GenerateKnobs {
-                max_new_tokens: 128,
+                max_new_tokens: 200,
+                untuned_max_new_tokens: 128,
                 repetition_penalty: 1.1,
                 batch_size: 8,
                 temperature: 0.7,
@@ -383,7 +390,7 @@ impl Knobs {
                 enabled: true,
                 designs: strings(&OPTION_DESIGNS),
                 settings: strings(&["D11", "D22", "D12", "D21"]),
-                train_sizes: vec![100, 200],
+                train_sizes: vec![90, 180],
                 in_domain_only: strings(&["no-inst"]),
                 models: Vec::new(),
             },

@@ -3,7 +3,7 @@
 use crate::cell::{CellSpec, Decoding, EvalSpec, Matrix};
 use crate::cost;
 use crate::designs;
-use crate::knobs::{Knobs, parse_setting};
+use crate::knobs::{GenerateKnobs, Knobs, parse_setting};
 use anyhow::{Result, anyhow, bail};
 use std::collections::BTreeSet;
 
@@ -193,7 +193,10 @@ fn matrix_c(knobs: &Knobs, code_version: &str, out: &mut Vec<CellSpec>) -> Resul
                         data_seed: knobs.data.data_seed,
                         seed: knobs.seeds[0],
                         train: None,
-                        generate: knobs.generate.clone(),
+                        generate: GenerateKnobs {
+                            max_new_tokens: knobs.generate.untuned_max_new_tokens,
+                            ..knobs.generate.clone()
+                        },
                         evals: evals.clone(),
                         code_version: code_version.to_string(),
                     });

@@ -314,6 +314,22 @@ mod tests {
         }
     }
 
+    /// Fine-tuned cells answer within the study's 200 new tokens (CoT answers need ~170);
+    /// untuned ones (matrix C) within its 128.
+    #[test]
+    fn untuned_cells_get_the_untuned_token_budget() {
+        let cells = cells(&knobs("default"), "v").unwrap();
+        for c in &cells {
+            let want = if c.train.is_some() { 200 } else { 128 };
+            assert_eq!(
+                c.generate.max_new_tokens, want,
+                "{:?} {}",
+                c.matrix, c.design
+            );
+        }
+        assert!(cells.iter().any(|c| c.train.is_none()));
+    }
+
     #[test]
     fn matrix_b_and_c_have_their_sweeps() {
         let k = knobs("paper");

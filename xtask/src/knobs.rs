@@ -413,10 +413,11 @@ impl Knobs {
                 shots: vec![2],
                 models: Vec::new(),
             },
-            // Measured on 2 cores (AMD EPYC, Zen 4) by `cargo xtask bench` (docs/performance.md):
-            // train b4x128, greedy f32 decode b8, scoring b8.
+            // Measured on 2 cores (AMD EPYC, Zen 4): training on the default run's first cell
+            // (LoRA dropout 0.1, real sample lengths: 254 tokens/s); greedy f32 decode b8 and
+            // scoring b8 by `cargo xtask bench` (docs/performance.md).
             cost: CostKnobs {
-                train_tokens_per_s: 270.0,
+                train_tokens_per_s: 255.0,
                 generate_tokens_per_s: 72.0,
                 score_tokens_per_s: 623.0,
                 cell_overhead_s: 10.0,

@@ -303,30 +303,23 @@ mod tests {
     fn dropout_masks_drop_at_rate_p_and_depend_only_on_the_seed() {
         let x = Tensor::zeros((300, 1000), DType::F32, &Device::Cpu).unwrap();
         let rng = Mutex::new(seeded_rng(3));
-        let a = dropout_mask(&x, 0.1, &rng)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = dropout_mask(&x, 0.1, &rng)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let draw = |rng: &Mutex<ChaCha8Rng>| -> Vec<f32> {
+            dropout_mask(&x, 0.1, rng)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let a = draw(&rng);
+        let b = draw(&rng);
         let keep = 1.0 / 0.9f32;
         assert!(a.iter().all(|&m| m == 0.0 || m == keep));
         let dropped = a.iter().filter(|&&m| m == 0.0).count() as f64 / a.len() as f64;
         // 300k draws: the standard error of the rate is 5.5e-4.
         assert!((dropped - 0.1).abs() < 3e-3, "dropped {dropped}");
         assert_ne!(a, b, "successive masks differ");
-        let again = dropout_mask(&x, 0.1, &Mutex::new(seeded_rng(3)))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let again = draw(&Mutex::new(seeded_rng(3)));
         assert_eq!(a, again, "same seed, same mask");
         let none = dropout_mask(&x, 0.0, &rng).unwrap();
         assert_eq!(none.min_all().unwrap().to_scalar::<f32>().unwrap(), 1.0);

@@ -620,7 +620,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let pb = indicatif::ProgressBar::new(runs as u64).with_style(
         indicatif::ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {wide_msg}")?,
     );
-    let report_err = |e: &anyhow::Error| pb.println(format!("{e:#}"));
+    let report_err = |e: &anyhow::Error| pb.println(crate::error_text(e));
     pb.set_message("matmul peak (f32 2048^3)");
     let reps = ["--reps".to_string(), protocol.reps.to_string()];
     let sde_matmul = run_json(
@@ -683,7 +683,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 }
                 Err(e) => {
                     report_err(&e);
-                    raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "error": format!("{e:#}")}));
+                    raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "error": crate::error_text(&e)}));
                 }
             }
         }
@@ -716,7 +716,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 }
                 Err(e) => {
                     report_err(&e);
-                    raw.push(json!({"side": "peer", "variant": variant, "id": w.id(), "error": format!("{e:#}")}));
+                    raw.push(json!({"side": "peer", "variant": variant, "id": w.id(), "error": crate::error_text(&e)}));
                 }
             }
         }

@@ -262,13 +262,14 @@ pub fn run(
             Err(e) => {
                 let _ = dir.fail(&e);
                 bars.log(&format!(
-                    "[{}/{}] FAILED: {} ({}): {e:#}",
+                    "[{}/{}] FAILED: {} ({}): {}",
                     i + 1,
                     todo.len(),
                     cell.label(),
-                    cell.id()
+                    cell.id(),
+                    crate::error_text(&e)
                 ));
-                summary.failed.push((cell.label(), format!("{e:#}")));
+                summary.failed.push((cell.label(), crate::error_text(&e)));
                 if opts.fail_fast {
                     break;
                 }

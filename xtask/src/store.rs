@@ -84,7 +84,7 @@ impl CellDir {
     pub fn fail(&self, error: &anyhow::Error) -> Result<()> {
         write_atomic(
             &self.path.join("error.txt"),
-            format!("{error:#}\n").as_bytes(),
+            format!("{}\n", crate::error_text(error)).as_bytes(),
         )
     }
 

@@ -211,11 +211,15 @@ pub struct EvalOutcome {
 pub struct TrainSummary {
     /// Optimizer steps.
     pub steps: usize,
-    /// Tokens trained on (all positions of all sequences).
+    /// Real tokens trained on, over all epochs (padding not counted).
     pub tokens: usize,
-    /// Mean loss of the first tenth of the steps.
+    /// Token positions the training passes ran: real tokens plus padding, a shared prefix
+    /// counted once per batch (0 in results written before it was recorded).
+    #[serde(default)]
+    pub positions: usize,
+    /// Loss of the first optimizer step.
     pub first_loss: f64,
-    /// Mean loss of the last tenth of the steps.
+    /// Loss of the last optimizer step.
     pub last_loss: f64,
     /// Samples whose prompt had to be cut to fit `max_seq_len`.
     pub truncated: usize,

@@ -370,6 +370,7 @@ impl CellRunner for RealRunner {
                 Some(TrainSummary {
                     steps: summary.steps,
                     tokens: summary.tokens,
+                    positions: summary.positions,
                     first_loss: summary.first_loss,
                     last_loss: summary.last_loss,
                     truncated: truncation.prompt_cut.len() + truncation.skipped.len(),

@@ -127,6 +127,7 @@ impl CellRunner for FakeRunner {
             Some(TrainSummary {
                 steps,
                 tokens: cell.train_size * 120,
+                positions: cell.train_size * 124,
                 first_loss: first,
                 last_loss: first * 0.35,
                 truncated: 0,

@@ -310,6 +310,14 @@ pub struct TrainBatch {
 }
 
 impl TrainBatch {
+    /// Token positions the training pass runs: every row padded to the longest, with a shared
+    /// prefix run once for the batch.
+    pub fn n_positions(&self) -> usize {
+        let (b, t) = self.input_ids.dims2().unwrap_or((0, 0));
+        let p = self.shared_prefix.min(t);
+        if p > 0 { p + b * (t - p) } else { b * t }
+    }
+
     /// The same batch with every row run in full.
     pub fn without_prefix_sharing(mut self) -> Self {
         self.shared_prefix = 0;
@@ -526,5 +534,19 @@ mod tests {
         );
         assert_eq!(batch.n_loss_tokens, 4);
         assert_eq!(batch.n_tokens, 7);
+    }
+
+    #[test]
+    fn positions_count_padding_and_a_shared_prefix_once() {
+        let prompt: Vec<u32> = (10..20).collect();
+        let long =
+            encode_ids(0, &prompt, &[30, 31, 32], LossOn::Completion, SP, &opts(64)).unwrap();
+        let short = encode_ids(1, &prompt, &[40], LossOn::Completion, SP, &opts(64)).unwrap();
+        // 10 prompt tokens + completion + EOS (no BOS with this tokenizer): 14 and 12 tokens,
+        // the prompt shared.
+        let batch = collate(&[&long, &short], 0, &Device::Cpu).unwrap();
+        assert_eq!((batch.n_tokens, batch.shared_prefix), (26, 10));
+        assert_eq!(batch.n_positions(), 10 + 2 * (14 - 10));
+        assert_eq!(batch.without_prefix_sharing().n_positions(), 2 * 14);
     }
 }

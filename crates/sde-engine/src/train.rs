@@ -125,6 +125,10 @@ pub struct TrainSummary {
     pub samples: usize,
     /// Real tokens processed.
     pub tokens: usize,
+    /// Token positions the training passes ran: real tokens plus padding, with a shared
+    /// prefix counted once per batch. `positions / tokens` above 1 is padding waste; below 1,
+    /// the saving of prefix sharing.
+    pub positions: usize,
     /// Loss of the first step.
     pub first_loss: f64,
     /// Mean loss of the last step.
@@ -158,7 +162,8 @@ pub fn train(
     let total_steps = config.total_steps(samples.len());
     let device = model.device().clone();
     let start = Instant::now();
-    let (mut step, mut batch_no, mut tokens_total) = (0usize, 0usize, 0usize);
+    let (mut step, mut batch_no, mut tokens_total, mut positions) =
+        (0usize, 0usize, 0usize, 0usize);
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     for epoch in 0..config.epochs {
         let batches = length_bucketed_batches(
@@ -186,6 +191,7 @@ pub fn train(
                 if batch.n_loss_tokens == 0 {
                     continue;
                 }
+                positions += batch.n_positions();
                 let step_out = model.lora_loss_and_grads(&batch, n_window)?;
                 let value = step_out.loss;
                 if !value.is_finite() {
@@ -229,6 +235,7 @@ pub fn train(
         steps: step,
         samples: samples.len(),
         tokens: tokens_total,
+        positions,
         first_loss,
         last_loss,
         elapsed_s: start.elapsed().as_secs_f64(),

@@ -444,10 +444,11 @@ fn train_run(samples: &Path, out: &Path, o: &TrainOptions) -> anyhow::Result<()>
     })?;
     pb.finish();
     eprintln!(
-        "trained {} steps in {:.1} s ({:.0} tokens/s); loss {:.4} -> {:.4}",
+        "trained {} steps in {:.1} s ({:.0} tokens/s, {:.3} positions run per token); loss {:.4} -> {:.4}",
         summary.steps,
         summary.elapsed_s,
         summary.tokens as f64 / summary.elapsed_s.max(1e-9),
+        summary.positions as f64 / summary.tokens.max(1) as f64,
         summary.first_loss,
         summary.last_loss
     );

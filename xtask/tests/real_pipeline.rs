@@ -2,9 +2,27 @@
 //! (fine-tuned MASA with an out-of-domain test, NER and event detection with sampled decoding,
 //! untuned perplexity / zero-shot / ICL) produces its files and metrics in range.
 
+use xtask::cell::CellSpec;
 use xtask::knobs::Knobs;
 use xtask::orchestrate::{self, RunOptions};
 use xtask::real::RealRunner;
+
+/// Runs every cell with the real runner into a fresh folder; every cell must succeed.
+fn run_all(knobs: &Knobs, cells: &[CellSpec]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = RealRunner::new(knobs).unwrap();
+    let opts = RunOptions {
+        out: dir.path().to_path_buf(),
+        shard: None,
+        fail_fast: true,
+        report: true,
+        max_cells: None,
+    };
+    let summary = orchestrate::run(knobs, cells, &runner, &opts).unwrap();
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_eq!(summary.ran, cells.len());
+    dir
+}
 
 #[test]
 fn real_runner_covers_every_kind_of_cell() {
@@ -23,18 +41,7 @@ fn real_runner_covers_every_kind_of_cell() {
     .to_vec();
     let knobs = Knobs::resolve("smoke", None, &sets).unwrap();
     let cells = xtask::matrix::cells(&knobs, "test").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let runner = RealRunner::new(&knobs).unwrap();
-    let opts = RunOptions {
-        out: dir.path().to_path_buf(),
-        shard: None,
-        fail_fast: true,
-        report: true,
-        max_cells: None,
-    };
-    let summary = orchestrate::run(&knobs, &cells, &runner, &opts).unwrap();
-    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
-    assert_eq!(summary.ran, cells.len());
+    let dir = run_all(&knobs, &cells);
 
     for (cell, outcome) in orchestrate::collect(dir.path(), &cells).unwrap() {
         let d = dir.path().join("cells").join(cell.id());
@@ -123,18 +130,7 @@ fn real_preset_runs_on_the_shared_datasets() {
             "semeval14-restaurants"
         ]
     );
-    let dir = tempfile::tempdir().unwrap();
-    let runner = RealRunner::new(&knobs).unwrap();
-    let opts = RunOptions {
-        out: dir.path().to_path_buf(),
-        shard: None,
-        fail_fast: true,
-        report: true,
-        max_cells: None,
-    };
-    let summary = orchestrate::run(&knobs, &cells, &runner, &opts).unwrap();
-    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
-    assert_eq!(summary.ran, cells.len());
+    let dir = run_all(&knobs, &cells);
     for (cell, outcome) in orchestrate::collect(dir.path(), &cells).unwrap() {
         let d = dir.path().join("cells").join(cell.id());
         assert_eq!(outcome.evals.len(), cell.evals.len(), "{}", cell.label());

@@ -20,6 +20,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod prefix;
+mod q8;
 pub mod score;
 pub mod tokenizer;
 pub mod train;

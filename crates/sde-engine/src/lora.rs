@@ -2,8 +2,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Module, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,7 +32,7 @@ pub(crate) struct Linear {
     weight_t: OnceLock<Tensor>,
     /// A Q8_0 copy of `weight` for decode steps ([`Linear::quantize_q8`]); `None` otherwise.
     /// Reset when `weight` changes.
-    q8: Option<QMatMul>,
+    q8: Option<crate::q8::Q8Matrix>,
     pub(crate) bias: Option<Tensor>,
     pub(crate) lora: Option<LoraAdapter>,
 }
@@ -182,9 +181,8 @@ impl Linear {
 pub(crate) const Q8_MAX_ROWS: usize = 16;
 
 /// A Q8_0 (8-bit, blocks of 32 with an f16 scale) matmul over `weight` (`[out, in]`).
-pub(crate) fn q8_matmul(weight: &Tensor) -> Result<QMatMul> {
-    let q = QTensor::quantize(&weight.contiguous()?, GgmlDType::Q8_0)?;
-    Ok(QMatMul::from_qtensor(q)?)
+pub(crate) fn q8_matmul(weight: &Tensor) -> Result<crate::q8::Q8Matrix> {
+    crate::q8::Q8Matrix::new(weight)
 }
 
 /// Inverted dropout with a mask drawn from the model's seeded generator.

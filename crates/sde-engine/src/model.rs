@@ -76,7 +76,7 @@ pub struct Llama {
     /// by inference (see `Linear`).
     head_t: std::sync::OnceLock<Tensor>,
     /// Q8_0 copy of the output head for decode steps (see [`Llama::set_q8_decode`]).
-    head_q8: Option<candle_core::quantized::QMatMul>,
+    head_q8: Option<crate::q8::Q8Matrix>,
     inv_freq: Vec<f32>,
     position_scale: f32,
     lora: Option<LoraConfig>,
@@ -477,7 +477,7 @@ impl Llama {
             .as_ref()
             .filter(|_| n <= crate::lora::Q8_MAX_ROWS && !x.track_op())
         {
-            candle_core::Module::forward(q, &x.contiguous()?)?
+            q.forward(&x.contiguous()?)?
         } else if !x.track_op() {
             let wt = match self.head_t.get() {
                 Some(t) => t,
@@ -577,9 +577,11 @@ impl Llama {
     /// Prompts (prefill), scoring and training stay f32. Merge LoRA first
     /// ([`Llama::merge_lora`]); merging or unmerging afterwards drops the layer copies.
     ///
-    /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 43 of 56
-    /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 35
-    /// (the head's margins are the thinnest); see `docs/performance.md` for speed.
+    /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 56 of 56
+    /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 48
+    /// (the head's margins are the thinnest). Without AVX-512 VNNI, candle's Q8_0 kernel runs
+    /// the same quantized product summed in another order, and gives 43 and 35: a token's fate
+    /// at a thin margin turns on the order. See `docs/performance.md` for speed.
     pub fn set_q8_decode(&mut self, scope: Q8Scope) -> Result<()> {
         let layers = scope != Q8Scope::Off;
         for layer in &mut self.layers {

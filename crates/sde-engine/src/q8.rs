@@ -1,0 +1,320 @@
+//! Q8_0 weights for decode steps: products of a few rows (at most
+//! [`crate::lora::Q8_MAX_ROWS`]) against an 8-bit copy of a weight matrix.
+//!
+//! The numbers are Q8_0's (ggml): weights and inputs are quantized in blocks of 32 along the
+//! inner dimension, each block with one scale (`max |x| / 127`, kept at f16 precision), and
+//! each block's dot product is exact in integers. Where the CPU has AVX-512 VNNI the weights
+//! are laid out for `vpdpbusd`: sixteen output columns side by side, four inner positions per
+//! 32-bit lane, so that one load of weights serves every input row and one instruction does 64
+//! multiply-adds. Elsewhere candle's Q8_0 matmul runs instead.
+//!
+//! Invariant: both paths compute the same quantized product; they differ only in float
+//! summation order (tested below).
+#![allow(unsafe_code)]
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Module, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{EngineError, Result};
+
+/// Inner positions per quantization block.
+const BLOCK: usize = 32;
+/// Output columns per VNNI group (one 512-bit register of i32 or f32).
+const GROUP: usize = 16;
+/// Input rows that share one load of a weight group.
+const ROW_TILE: usize = 8;
+/// Weight elements at or above which a product is split over the threads.
+const PARALLEL_MIN_WEIGHTS: usize = 256 * 1024;
+
+/// A weight matrix (`[out, in]`) quantized to Q8_0 for products of a few rows.
+#[derive(Debug, Clone)]
+pub(crate) enum Q8Matrix {
+    /// Laid out for AVX-512 VNNI (shared by clones of the model).
+    Vnni(std::sync::Arc<VnniQ8>),
+    /// candle's Q8_0 matmul (no AVX-512 VNNI, or an inner size that is not a multiple of 32).
+    Candle(QMatMul),
+}
+
+impl Q8Matrix {
+    /// Quantizes `weight` (`[out, in]`, f32).
+    pub(crate) fn new(weight: &Tensor) -> Result<Self> {
+        let (n, k) = weight.dims2()?;
+        if vnni_available() && k % BLOCK == 0 && n > 0 {
+            let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            return Ok(Q8Matrix::Vnni(std::sync::Arc::new(VnniQ8::quantize(
+                &w, n, k,
+            ))));
+        }
+        let q = QTensor::quantize(&weight.contiguous()?, GgmlDType::Q8_0)?;
+        Ok(Q8Matrix::Candle(QMatMul::from_qtensor(q)?))
+    }
+
+    /// `x` (`[m, in]`) times the transposed weight: `[m, out]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Q8Matrix::Candle(q) => Ok(q.forward(x)?),
+            Q8Matrix::Vnni(q) => {
+                let (m, k) = x.dims2()?;
+                if k != q.k {
+                    return Err(EngineError::invalid(format!(
+                        "Q8 product: input width {k}, weight width {}",
+                        q.k
+                    )));
+                }
+                let xs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; m * q.n];
+                q.matmul(&xs, m, &mut out);
+                Ok(Tensor::from_vec(out, (m, q.n), x.device())?)
+            }
+        }
+    }
+}
+
+fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One block of 32 values as Q8_0: the f16-rounded scale and the quantized values.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    f16::from_f32(d).to_f32()
+}
+
+/// Weights in VNNI order: for each group of 16 output columns and each block of 32 inner
+/// positions, 8 chunks of 64 bytes, chunk `j` holding inner positions `4j..4j+4` of each of
+/// the 16 columns.
+#[derive(Debug)]
+pub(crate) struct VnniQ8 {
+    n: usize,
+    k: usize,
+    qs: Vec<i8>,
+    /// Weight scale per (group, block, column).
+    scales: Vec<f16>,
+    /// The sum of the column's quantized weights in the block, per (group, block, column):
+    /// inputs enter `vpdpbusd` as unsigned bytes (`q + 128`), and 128 × this takes the offset
+    /// back out.
+    sums: Vec<i16>,
+}
+
+impl VnniQ8 {
+    fn quantize(w: &[f32], n: usize, k: usize) -> Self {
+        let (groups, blocks) = (n.div_ceil(GROUP), k / BLOCK);
+        let mut qs = vec![0i8; groups * blocks * GROUP * BLOCK];
+        let mut scales = vec![f16::ZERO; groups * blocks * GROUP];
+        let mut sums = vec![0i16; groups * blocks * GROUP];
+        let mut q = [0i8; BLOCK];
+        for col in 0..n {
+            let (g, c) = (col / GROUP, col % GROUP);
+            for b in 0..blocks {
+                let start = col * k + b * BLOCK;
+                let d = quantize_block(&w[start..start + BLOCK], &mut q);
+                let gb = g * blocks + b;
+                scales[gb * GROUP + c] = f16::from_f32(d);
+                sums[gb * GROUP + c] = q.iter().map(|&v| v as i16).sum::<i16>();
+                for (i, &v) in q.iter().enumerate() {
+                    qs[gb * GROUP * BLOCK + (i / 4) * GROUP * 4 + c * 4 + i % 4] = v;
+                }
+            }
+        }
+        VnniQ8 {
+            n,
+            k,
+            qs,
+            scales,
+            sums,
+        }
+    }
+
+    /// `out[m, n] = x[m, k] · Wᵀ`, both quantized to Q8_0.
+    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let blocks = self.k / BLOCK;
+        // Inputs as unsigned bytes (q + 128) with one scale per (row, block).
+        let mut xq = vec![0u8; m * self.k];
+        let mut xd = vec![0f32; m * blocks];
+        let mut q = [0i8; BLOCK];
+        for (i, (chunk, d)) in x.chunks_exact(BLOCK).zip(xd.iter_mut()).enumerate() {
+            *d = quantize_block(chunk, &mut q);
+            for (u, &v) in xq[i * BLOCK..(i + 1) * BLOCK].iter_mut().zip(&q) {
+                *u = (v as u8) ^ 0x80;
+            }
+        }
+        let groups = self.n.div_ceil(GROUP);
+        let out_addr = out.as_mut_ptr() as usize;
+        let run = |gs: std::ops::Range<usize>| {
+            for g in gs {
+                for r0 in (0..m).step_by(ROW_TILE) {
+                    let rows = ROW_TILE.min(m - r0);
+                    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked when this matrix was
+                    // made); `tile` writes only columns of group `g`, which no other task
+                    // touches, and stays inside `out` (`m * n` elements).
+                    unsafe {
+                        tile(self, g, r0, rows, &xq, &xd, out_addr as *mut f32, m);
+                    }
+                }
+            }
+        };
+        if self.n * self.k >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1 {
+            let per = groups.div_ceil(rayon::current_num_threads() * 2).max(1);
+            (0..groups.div_ceil(per))
+                .into_par_iter()
+                .for_each(|i| run(i * per..groups.min((i + 1) * per)));
+        } else {
+            run(0..groups);
+        }
+    }
+}
+
+/// Rows `r0..r0 + rows` of the product for the 16 columns of group `g`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    w: &VnniQ8,
+    g: usize,
+    r0: usize,
+    rows: usize,
+    xq: &[u8],
+    xd: &[f32],
+    out: *mut f32,
+    m: usize,
+) {
+    use std::arch::x86_64::*;
+    let blocks = w.k / BLOCK;
+    let mut acc = [_mm512_setzero_ps(); ROW_TILE];
+    for b in 0..blocks {
+        let gb = g * blocks + b;
+        let wq = w.qs[gb * GROUP * BLOCK..(gb + 1) * GROUP * BLOCK].as_ptr();
+        // SAFETY (all loads): each slice holds exactly what is read (16 × 32 bytes of weights,
+        // 16 offsets, 16 scales, 32 input bytes a row).
+        let wv: [__m512i; 8] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_si512(wq.add(j * 64).cast()) });
+        let sums = unsafe { _mm256_loadu_si256(w.sums[gb * GROUP..].as_ptr().cast()) };
+        let off = _mm512_slli_epi32::<7>(_mm512_cvtepi16_epi32(sums));
+        let sc =
+            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(w.scales[gb * GROUP..].as_ptr().cast()) });
+        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+            let row = r0 + r;
+            let xp = xq[(row * blocks + b) * BLOCK..].as_ptr().cast::<i32>();
+            let x = |j: usize| _mm512_set1_epi32(unsafe { xp.add(j).read_unaligned() });
+            // Two chains of four, so that one row does not wait on eight in a row.
+            let mut lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x(0), wv[0]);
+            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x(4), wv[4]);
+            for j in 1..4 {
+                lo = _mm512_dpbusd_epi32(lo, x(j), wv[j]);
+                hi = _mm512_dpbusd_epi32(hi, x(j + 4), wv[j + 4]);
+            }
+            let dot = _mm512_sub_epi32(_mm512_add_epi32(lo, hi), off);
+            let s = _mm512_mul_ps(sc, _mm512_set1_ps(xd[row * blocks + b]));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *acc);
+        }
+    }
+    let cols = GROUP.min(w.n - g * GROUP);
+    let mask: __mmask16 = if cols == GROUP {
+        0xffff
+    } else {
+        (1u16 << cols) - 1
+    };
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        debug_assert!((r0 + r) * w.n + g * GROUP + cols <= m * w.n);
+        unsafe { _mm512_mask_storeu_ps(out.add((r0 + r) * w.n + g * GROUP), mask, *acc) };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    _: &VnniQ8,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &[u8],
+    _: &[f32],
+    _: *mut f32,
+    _: usize,
+) {
+    unreachable!("VNNI Q8 weights are only made on x86-64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    /// The VNNI product equals candle's Q8_0 product (the same quantization) up to float
+    /// summation order, for row counts around the tile size and a column count that leaves
+    /// a partial group.
+    #[test]
+    fn vnni_product_equals_candles_q8_0() {
+        if !vnni_available() {
+            eprintln!("note: no AVX-512 VNNI here; the VNNI path is not tested");
+            return;
+        }
+        for (n, k) in [(40, 64), (1536, 576), (600, 96)] {
+            let w = Tensor::from_vec(random(n * k, 1), (n, k), &Device::Cpu).unwrap();
+            let ours = Q8Matrix::new(&w).unwrap();
+            assert!(matches!(ours, Q8Matrix::Vnni(_)));
+            let theirs =
+                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
+            for m in [1, 3, 8, 9, 16] {
+                let x =
+                    Tensor::from_vec(random(m * k, 2 + m as u64), (m, k), &Device::Cpu).unwrap();
+                let a = ours.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                let b = theirs.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                for (ra, rb) in a.iter().zip(&b) {
+                    for (va, vb) in ra.iter().zip(rb) {
+                        assert!(
+                            (va - vb).abs() <= 1e-4 * (1.0 + vb.abs()),
+                            "n {n} k {k} m {m}: {va} vs {vb}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Quantization error stays at Q8_0's size: against the f32 product, within 1% of the
+    /// output's scale.
+    #[test]
+    fn vnni_product_is_close_to_f32() {
+        let (n, k, m) = (64, 128, 4);
+        let w = Tensor::from_vec(random(n * k, 5), (n, k), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(random(m * k, 6), (m, k), &Device::Cpu).unwrap();
+        let q = Q8Matrix::new(&w).unwrap().forward(&x).unwrap();
+        let f = x.matmul(&w.t().unwrap()).unwrap();
+        let err = (q - &f).unwrap().abs().unwrap().max_all().unwrap();
+        let scale = f.abs().unwrap().max_all().unwrap();
+        let (err, scale) = (
+            err.to_scalar::<f32>().unwrap(),
+            scale.to_scalar::<f32>().unwrap(),
+        );
+        assert!(err <= 0.01 * scale, "error {err} at scale {scale}");
+    }
+}

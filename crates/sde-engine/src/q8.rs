@@ -33,7 +33,8 @@ const PARALLEL_MIN_WEIGHTS: usize = 256 * 1024;
 pub(crate) enum Q8Matrix {
     /// Laid out for AVX-512 VNNI (shared by clones of the model).
     Vnni(std::sync::Arc<VnniQ8>),
-    /// candle's Q8_0 matmul (no AVX-512 VNNI, or an inner size that is not a multiple of 32).
+    /// candle's Q8_0 matmul (a GPU, no AVX-512 VNNI, or an inner size that is not a multiple
+    /// of 32).
     Candle(QMatMul),
 }
 
@@ -41,7 +42,7 @@ impl Q8Matrix {
     /// Quantizes `weight` (`[out, in]`, f32).
     pub(crate) fn new(weight: &Tensor) -> Result<Self> {
         let (n, k) = weight.dims2()?;
-        if vnni_available() && k % BLOCK == 0 && n > 0 {
+        if weight.device().is_cpu() && vnni_available() && k % BLOCK == 0 && n > 0 {
             let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
             return Ok(Q8Matrix::Vnni(std::sync::Arc::new(VnniQ8::quantize(
                 &w, n, k,

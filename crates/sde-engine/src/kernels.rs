@@ -16,6 +16,18 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
+/// Runs `f` on a thread of rayon's pool, so that the parallel products inside it split their
+/// work with the other threads directly instead of handing every product over from outside
+/// the pool and waiting to be woken.
+pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("the scope ran its body")
+}
+
 /// Products with fewer FLOPs than this run single-threaded.
 const PARALLEL_MIN_FLOPS: usize = 16_000_000;
 

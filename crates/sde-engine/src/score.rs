@@ -104,7 +104,9 @@ pub fn sequence_logprobs_with(
     }
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(options.batch_size.max(1)) {
-        out.extend(score_chunk(model, chunk, options.share_prefix)?);
+        out.extend(crate::kernels::in_pool(|| {
+            score_chunk(model, chunk, options.share_prefix)
+        })?);
     }
     Ok(out)
 }

@@ -103,6 +103,9 @@ impl Llama {
         batch: &TrainBatch,
         normaliser: usize,
     ) -> Result<LossAndGrads> {
+        if rayon::current_thread_index().is_none() {
+            return crate::kernels::in_pool(|| self.lora_loss_and_grads(batch, normaliser));
+        }
         if self.lora.is_none() {
             return Err(EngineError::invalid(
                 "the model has no LoRA layers to train",

@@ -7,6 +7,14 @@ use xtask::knobs::Knobs;
 use xtask::orchestrate::{self, RunOptions};
 use xtask::real::RealRunner;
 
+/// A preset with `--set` overrides, and its cells.
+fn plan(preset: &str, sets: &[&str]) -> (Knobs, Vec<CellSpec>) {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let knobs = Knobs::resolve(preset, None, &sets).unwrap();
+    let cells = xtask::matrix::cells(&knobs, "test").unwrap();
+    (knobs, cells)
+}
+
 /// Runs every cell with the real runner into a fresh folder; every cell must succeed.
 fn run_all(knobs: &Knobs, cells: &[CellSpec]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -26,7 +34,7 @@ fn run_all(knobs: &Knobs, cells: &[CellSpec]) -> tempfile::TempDir {
 
 #[test]
 fn real_runner_covers_every_kind_of_cell() {
-    let sets: Vec<String> = [
+    let sets = [
         "a.designs=[\"baseline\", \"no-inst\"]",
         "a.settings=[\"D11\", \"D12\"]",
         "b.tasks=[\"ner\", \"event\"]",
@@ -36,11 +44,8 @@ fn real_runner_covers_every_kind_of_cell() {
         "c.designs=[\"lines\"]",
         "data.test_size=4",
         "generate.max_new_tokens=8",
-    ]
-    .map(String::from)
-    .to_vec();
-    let knobs = Knobs::resolve("smoke", None, &sets).unwrap();
-    let cells = xtask::matrix::cells(&knobs, "test").unwrap();
+    ];
+    let (knobs, cells) = plan("smoke", &sets);
     let dir = run_all(&knobs, &cells);
 
     for (cell, outcome) in orchestrate::collect(dir.path(), &cells).unwrap() {
@@ -97,7 +102,7 @@ fn real_preset_runs_on_the_shared_datasets() {
         eprintln!("note: SDE_DATA_ROOT is not set; skipping a real-dataset test");
         return;
     }
-    let sets: Vec<String> = [
+    let sets = [
         "models=[\"tiny-random\"]",
         "a.designs=[\"baseline\"]",
         "a.settings=[\"D11\", \"D12\"]",
@@ -114,11 +119,8 @@ fn real_preset_runs_on_the_shared_datasets() {
         "train.max_seq_len=1024",
         "generate.max_new_tokens=8",
         "generate.untuned_max_new_tokens=8",
-    ]
-    .map(String::from)
-    .to_vec();
-    let knobs = Knobs::resolve("real", None, &sets).unwrap();
-    let cells = xtask::matrix::cells(&knobs, "test").unwrap();
+    ];
+    let (knobs, cells) = plan("real", &sets);
     let datasets: std::collections::BTreeSet<&str> =
         cells.iter().map(|c| c.dataset.as_str()).collect();
     assert_eq!(

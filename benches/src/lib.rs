@@ -193,6 +193,19 @@ pub fn run_decode_with(
     new_tokens: usize,
     share_prefix: bool,
 ) -> Result<usize> {
+    Ok(greedy_tokens(model, prompts, new_tokens, share_prefix)?
+        .iter()
+        .map(Vec::len)
+        .sum())
+}
+
+/// The new tokens of [`run_decode_with`], per prompt.
+pub fn greedy_tokens(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    share_prefix: bool,
+) -> Result<Vec<Vec<u32>>> {
     let config = GenerateConfig {
         max_new_tokens: new_tokens,
         repetition_penalty: 1.0,
@@ -202,7 +215,23 @@ pub fn run_decode_with(
         share_prefix,
     };
     let out = generate(model, prompts, &[], &config, |_| {})?;
-    Ok(out.iter().map(|g| g.new_tokens()).sum())
+    Ok(out.into_iter().map(|g| g.tokens).collect())
+}
+
+/// The share of `reference`'s tokens that `got` reproduces before the first divergence, over
+/// all rows: how faithfully a cheaper decode (Q8_0 weights) follows the f32 one.
+pub fn share_before_divergence(got: &[Vec<u32>], reference: &[Vec<u32>]) -> f64 {
+    let total: usize = reference.iter().map(Vec::len).sum();
+    let same: usize = got
+        .iter()
+        .zip(reference)
+        .map(|(g, r)| g.iter().zip(r).take_while(|(a, b)| a == b).count())
+        .sum();
+    if total == 0 {
+        1.0
+    } else {
+        same as f64 / total as f64
+    }
 }
 
 /// `batch` random sequences of [`PROMPT_TOKENS`] + [`NEW_TOKENS`] tokens, the first `shared`

@@ -214,6 +214,10 @@ impl Workload {
                         "decode-q8-all",
                         "sde engine (candle), Q8_0 layers and head in decode steps",
                     ),
+                    (
+                        "decode-q8-prompts",
+                        "sde engine (candle), Q8_0 layers and head in prompts and decode steps",
+                    ),
                 ],
                 vec![("decode", "HF generate()")],
             ),
@@ -554,6 +558,9 @@ struct Row {
     max: f64,
     gflops: f64,
     rss: Option<f64>,
+    /// Q8_0 decode rows: the share of the f32 greedy tokens reproduced before the first
+    /// divergence, on the same prompts.
+    agreement: Option<f64>,
 }
 
 /// `cargo xtask bench`.
@@ -677,6 +684,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             max,
                             gflops: tok_s * flops_per_token(w, "sde") / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
+                            agreement: v["agreement_with_f32"].as_f64(),
                         });
                     }
                     raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "result": v}));
@@ -708,6 +716,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             max,
                             gflops: tok_s * flops_per_token(w, variant) / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
+                            agreement: v["agreement_with_f32"].as_f64(),
                         });
                     }
                     raw.push(
@@ -963,6 +972,24 @@ fn render(r: &Report<'_>) -> String {
         }
     }
 
+    let fidelity: Vec<String> = r
+        .table
+        .iter()
+        .flat_map(|(w, rows)| {
+            rows.iter().filter_map(move |row| {
+                row.agreement
+                    .map(|a| format!("| {} | {} | {:.1}% |", w.id(), row.tool, 100.0 * a))
+            })
+        })
+        .collect();
+    if !fidelity.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Q8_0 fidelity\n\nThe share of the engine's f32 greedy tokens that each Q8_0 variant reproduces before its first divergence, on the same prompts (an untimed run of its own; one early flip at a thin margin costs the rest of the row).\n\n| workload | variant | tokens as f32 |\n|---|---|---|\n{}",
+            fidelity.join("\n")
+        );
+    }
+
     let skipped: Vec<String> = Workload::all()
         .iter()
         .filter(|w| !r.table.iter().any(|(x, _)| x == *w))
@@ -1037,6 +1064,7 @@ fn render(r: &Report<'_>) -> String {
                 for (variant, what) in [
                     ("decode-q8", "Q8_0 layers"),
                     ("decode-q8-all", "Q8_0 layers and head"),
+                    ("decode-q8-prompts", "Q8_0 everywhere in generation"),
                 ] {
                     let q8 = get(w, variant)
                         .zip(get(w, "decode"))

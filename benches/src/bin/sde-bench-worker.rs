@@ -9,6 +9,7 @@
 //! sde-bench-worker fma [--reps 3]
 //! sde-bench-worker decode-q8 --batch 1 ...     (decode steps on Q8_0 layer weights)
 //! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
+//! sde-bench-worker decode-q8-prompts --batch 1 ... (prompts too: all of generation in Q8_0)
 //! ```
 //!
 //! `--shared N` makes the first N tokens of every row the same (train, decode, score), which
@@ -22,8 +23,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use sde_benches::{
-    NEW_TOKENS, PROMPT_TOKENS, TrainStep, bench_lora, decode_prompts, random_smollm2_135m,
-    run_decode, run_score, score_items,
+    NEW_TOKENS, PROMPT_TOKENS, TrainStep, bench_lora, decode_prompts, greedy_tokens,
+    random_smollm2_135m, run_decode, run_score, score_items, share_before_divergence,
 };
 use sde_engine::Llama;
 use serde_json::json;
@@ -206,15 +207,26 @@ fn main() -> Result<()> {
                 "peak_rss_mib": peak_rss_mib(), "loss_first": losses.first(), "loss_last": losses.last(),
             })
         }
-        "decode" | "decode-q8" | "decode-q8-all" => {
+        "decode" | "decode-q8" | "decode-q8-all" | "decode-q8-prompts" => {
             let mut model = load(&args)?;
-            model.set_q8_decode(match args.workload.as_str() {
+            let scope = match args.workload.as_str() {
                 "decode-q8" => sde_engine::Q8Scope::Layers,
                 "decode-q8-all" => sde_engine::Q8Scope::LayersAndHead,
+                "decode-q8-prompts" => sde_engine::Q8Scope::LayersHeadAndPrompts,
                 _ => sde_engine::Q8Scope::Off,
-            })?;
+            };
             let load_s = started.elapsed().as_secs_f64();
             let prompts = decode_prompts(&model, args.batch, args.shared, 13);
+            // Fidelity (untimed): the share of the f32 greedy tokens this scope reproduces
+            // before the first divergence, on the same prompts.
+            let agreement = if scope == sde_engine::Q8Scope::Off {
+                None
+            } else {
+                let reference = greedy_tokens(&model, &prompts, NEW_TOKENS, true)?;
+                model.set_q8_decode(scope)?;
+                let got = greedy_tokens(&model, &prompts, NEW_TOKENS, true)?;
+                Some(share_before_divergence(&got, &reference))
+            };
             let steps = args.steps.unwrap_or(3);
             reset_peak_rss();
             let mut produced = 0;
@@ -225,7 +237,7 @@ fn main() -> Result<()> {
             json!({
                 "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS, "shared": args.shared, "new_tokens": NEW_TOKENS,
                 "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps,
-                "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(),
+                "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "agreement_with_f32": agreement,
             })
         }
         "score" => {
@@ -269,7 +281,7 @@ fn main() -> Result<()> {
             json!({ "workload": "fma", "threads": threads, "gflops": gflops })
         }
         other => bail!(
-            "unknown workload {other} (train, decode, decode-q8, decode-q8-all, score, matmul or fma)"
+            "unknown workload {other} (train, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, matmul or fma)"
         ),
     };
     println!("{report}");

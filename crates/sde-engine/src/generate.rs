@@ -265,9 +265,9 @@ fn generate_batch(
     let device = model.device();
     let capacity = shared + t + config.max_new_tokens.max(1);
     let mut cache = if shared > 0 {
-        run_shared_prefix(model, &rows[0].1[..shared], b, capacity)?.1
+        run_shared_prefix(model, &rows[0].1[..shared], b, capacity, true)?.1
     } else {
-        KvCache::new(model, b, capacity)?
+        KvCache::new(model, b, capacity)?.for_generation()
     };
     let ids = Tensor::from_vec(ids, (b, t), device)?;
     let mask = Tensor::from_vec(mask, (b, t), device)?;

@@ -56,11 +56,13 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// `x`: `[..., in]` → `[..., out]`.
+    /// `x`: `[..., in]` → `[..., out]`. Inference products of at most `q8_rows` rows read the
+    /// Q8_0 copy of the weight where there is one.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         train: bool,
+        q8_rows: usize,
         rng: &Mutex<ChaCha8Rng>,
     ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
@@ -72,7 +74,7 @@ impl Linear {
         let mut y = if let Some(q) = self
             .q8
             .as_ref()
-            .filter(|_| !train && n <= Q8_MAX_ROWS && !x.track_op())
+            .filter(|_| !train && n <= q8_rows && !x.track_op())
         {
             q.forward(&x2.contiguous()?)?
         } else if !train && !x.track_op() {
@@ -177,7 +179,8 @@ impl Linear {
 }
 
 /// Inference products with at most this many rows (decode steps) use the Q8_0 weights when
-/// the model has them; prefill and scoring stay f32.
+/// the model has them; prefill and scoring stay f32 unless the scope takes prompts in too
+/// ([`crate::Q8Scope::LayersHeadAndPrompts`]).
 pub(crate) const Q8_MAX_ROWS: usize = 16;
 
 /// A Q8_0 (8-bit, blocks of 32 with an f16 scale) matmul over `weight` (`[out, in]`).

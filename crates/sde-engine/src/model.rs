@@ -77,6 +77,8 @@ pub struct Llama {
     head_t: std::sync::OnceLock<Tensor>,
     /// Q8_0 copy of the output head for decode steps (see [`Llama::set_q8_decode`]).
     head_q8: Option<crate::q8::Q8Matrix>,
+    /// Which products read the Q8_0 copies.
+    q8_scope: Q8Scope,
     inv_freq: Vec<f32>,
     position_scale: f32,
     lora: Option<LoraConfig>,
@@ -84,7 +86,7 @@ pub struct Llama {
     rng: Mutex<ChaCha8Rng>,
 }
 
-/// Which weights decode steps read as Q8_0 ([`Llama::set_q8_decode`]).
+/// Which weights generation reads as Q8_0 ([`Llama::set_q8_decode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Q8Scope {
     /// Everything in f32.
@@ -94,6 +96,9 @@ pub enum Q8Scope {
     Layers,
     /// The projections and the output head.
     LayersAndHead,
+    /// The projections and the output head, in prompts (prefill) as well as decode steps:
+    /// every product of generation. Scoring and training stay f32.
+    LayersHeadAndPrompts,
 }
 
 /// Per-layer key/value buffers for incremental decoding, preallocated to a fixed capacity.
@@ -107,6 +112,8 @@ pub struct KvCache {
     capacity: usize,
     batch: usize,
     mask: Vec<Vec<bool>>,
+    /// Made by generation: with [`Q8Scope::LayersHeadAndPrompts`], prompts run in Q8_0 too.
+    generation: bool,
 }
 
 impl KvCache {
@@ -127,7 +134,14 @@ impl KvCache {
             capacity,
             batch,
             mask: vec![Vec::new(); batch],
+            generation: false,
         })
+    }
+
+    /// Marks the cache as generation's (see [`Q8Scope::LayersHeadAndPrompts`]).
+    pub(crate) fn for_generation(mut self) -> Self {
+        self.generation = true;
+        self
     }
 
     /// Keeps only the listed rows (in that order), e.g. to stop computing finished generations.
@@ -181,6 +195,7 @@ impl KvCache {
             capacity,
             batch,
             mask: vec![self.mask[0].clone(); batch],
+            generation: self.generation,
         })
     }
 
@@ -219,6 +234,8 @@ struct Geometry {
     /// `[b, 1, 1, t, past + t]` additive bias.
     bias: Tensor,
     past: usize,
+    /// Inference products of at most this many rows read the Q8_0 weights (where made).
+    q8_rows: usize,
 }
 
 impl Llama {
@@ -320,6 +337,7 @@ impl Llama {
             lm_head,
             head_t: std::sync::OnceLock::new(),
             head_q8: None,
+            q8_scope: Q8Scope::Off,
             inv_freq,
             position_scale,
             lora: None,
@@ -425,7 +443,12 @@ impl Llama {
                 });
             }
         }
-        let geo = self.geometry(&new_mask, cache.as_deref())?;
+        let mut geo = self.geometry(&new_mask, cache.as_deref())?;
+        if self.q8_scope == Q8Scope::LayersHeadAndPrompts
+            && cache.as_deref().is_some_and(|c| c.generation)
+        {
+            geo.q8_rows = usize::MAX;
+        }
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let mut x = self
             .embed
@@ -442,9 +465,11 @@ impl Llama {
             x = (residual + attn)?;
             let residual = x.clone();
             let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
-            let g = layer.gate.forward(&hn, train, &self.rng)?;
-            let u = layer.up.forward(&hn, train, &self.rng)?;
-            let m = layer.down.forward(&(g.silu()? * u)?, train, &self.rng)?;
+            let g = layer.gate.forward(&hn, train, geo.q8_rows, &self.rng)?;
+            let u = layer.up.forward(&hn, train, geo.q8_rows, &self.rng)?;
+            let m = layer
+                .down
+                .forward(&(g.silu()? * u)?, train, geo.q8_rows, &self.rng)?;
             x = (residual + m)?;
         }
         if let Some(c) = cache {
@@ -574,14 +599,19 @@ impl Llama {
 
     /// Decode steps (at most 16 new rows) read Q8_0 copies of the weights named by `scope`: a
     /// quarter of the f32 weight traffic, which is what bounds decoding at small batch.
-    /// Prompts (prefill), scoring and training stay f32. Merge LoRA first
-    /// ([`Llama::merge_lora`]); merging or unmerging afterwards drops the layer copies.
+    /// Prompts (prefill), scoring and training stay f32, except that
+    /// [`Q8Scope::LayersHeadAndPrompts`] runs generation's prompts in Q8_0 too (through
+    /// AVX-512 VNNI, the products of many rows run several times faster than in f32). Merge
+    /// LoRA first ([`Llama::merge_lora`]); merging or unmerging afterwards drops the layer
+    /// copies.
     ///
     /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 56 of 56
     /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 48
-    /// (the head's margins are the thinnest). Without AVX-512 VNNI, candle's Q8_0 kernel runs
-    /// the same quantized product summed in another order, and gives 43 and 35: a token's fate
-    /// at a thin margin turns on the order. See `docs/performance.md` for speed.
+    /// (the head's margins are the thinnest), with [`Q8Scope::LayersHeadAndPrompts`] 48.
+    /// Without AVX-512 VNNI, candle's Q8_0 kernel runs the same quantized product summed in
+    /// another order, and gives 43 and 35 for the first two: a token's fate at a thin margin
+    /// turns on the order. See `docs/performance.md` for speed and a fidelity measure on the
+    /// benchmark's prompts.
     pub fn set_q8_decode(&mut self, scope: Q8Scope) -> Result<()> {
         let layers = scope != Q8Scope::Off;
         for layer in &mut self.layers {
@@ -589,7 +619,11 @@ impl Llama {
                 layer.linear_mut(t).quantize_q8(layers)?;
             }
         }
-        self.head_q8 = if scope == Q8Scope::LayersAndHead {
+        self.q8_scope = scope;
+        self.head_q8 = if matches!(
+            scope,
+            Q8Scope::LayersAndHead | Q8Scope::LayersHeadAndPrompts
+        ) {
             Some(crate::lora::q8_matmul(
                 self.lm_head.as_ref().unwrap_or(&self.embed),
             )?)
@@ -700,6 +734,7 @@ impl Llama {
             sin,
             bias,
             past,
+            q8_rows: crate::lora::Q8_MAX_ROWS,
         })
     }
 
@@ -733,19 +768,19 @@ impl Llama {
         let rep = nh / nkv;
         let q = layer
             .q
-            .forward(x, train, &self.rng)?
+            .forward(x, train, geo.q8_rows, &self.rng)?
             .reshape((b, t, nh, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let k = layer
             .k
-            .forward(x, train, &self.rng)?
+            .forward(x, train, geo.q8_rows, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let v = layer
             .v
-            .forward(x, train, &self.rng)?
+            .forward(x, train, geo.q8_rows, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -789,7 +824,7 @@ impl Llama {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        layer.o.forward(&out, train, &self.rng)
+        layer.o.forward(&out, train, geo.q8_rows, &self.rng)
     }
 }
 
@@ -891,5 +926,61 @@ pub fn default_device() -> Result<Device> {
     #[cfg(not(feature = "cuda"))]
     {
         Ok(Device::Cpu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// [`Q8Scope::LayersHeadAndPrompts`] takes generation's prompts into Q8_0 and nothing
+    /// else: a prompt longer than a decode step runs f32 under the narrower scopes and in
+    /// scoring (a cache not made by generation), and in Q8_0 (close, not equal) in generation.
+    #[test]
+    fn only_generation_prompts_run_in_q8_under_the_prompts_scope() {
+        let cfg = LlamaConfig::tiny(96, 64, 2, 4, 2);
+        let mut model = Llama::random(cfg, 7, &Device::Cpu).unwrap();
+        let t = crate::lora::Q8_MAX_ROWS + 8;
+        let ids: Vec<u32> = (0..t as u32).map(|i| (i * 37 + 5) % 96).collect();
+        let ids = Tensor::from_vec(ids, (1, t), &Device::Cpu).unwrap();
+        let run = |model: &Llama, generation: bool| {
+            let mut cache = KvCache::new(model, 1, t).unwrap();
+            if generation {
+                cache = cache.for_generation();
+            }
+            model
+                .forward_hidden(&ids, None, Some(&mut cache), false)
+                .unwrap()
+        };
+        let f32_hidden = run(&model, false);
+        model.set_q8_decode(Q8Scope::LayersAndHead).unwrap();
+        assert_eq!(max_diff(&run(&model, true), &f32_hidden), 0.0);
+        model.set_q8_decode(Q8Scope::LayersHeadAndPrompts).unwrap();
+        assert_eq!(max_diff(&run(&model, false), &f32_hidden), 0.0);
+        let q8_hidden = run(&model, true);
+        let diff = max_diff(&q8_hidden, &f32_hidden);
+        let scale = f32_hidden
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff > 0.0, "the prompt did not run in Q8_0");
+        assert!(
+            diff < 0.05 * scale,
+            "Q8_0 prompt far from f32: {diff} at scale {scale}"
+        );
     }
 }

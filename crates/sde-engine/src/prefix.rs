@@ -35,13 +35,18 @@ pub fn shared_prefix_len<S: AsRef<[u32]>>(rows: &[S]) -> usize {
 
 /// Runs `prefix` once, at batch size 1, and returns its final hidden states `[1, p, hidden]`
 /// and a cache of `batch` rows that all hold it, with room for `capacity` positions.
+/// `generation` marks the cache as generation's ([`KvCache::for_generation`]).
 pub(crate) fn run_shared_prefix(
     model: &Llama,
     prefix: &[u32],
     batch: usize,
     capacity: usize,
+    generation: bool,
 ) -> Result<(Tensor, KvCache)> {
     let mut one = KvCache::new(model, 1, prefix.len())?;
+    if generation {
+        one = one.for_generation();
+    }
     let ids = Tensor::from_slice(prefix, (1, prefix.len()), model.device())?;
     let hidden = model.forward_hidden(&ids, None, Some(&mut one), false)?;
     Ok((hidden, one.fan_out(batch, capacity)?))

@@ -1,5 +1,6 @@
-//! Q8_0 weights for decode steps: products of a few rows (at most
-//! [`crate::lora::Q8_MAX_ROWS`]) against an 8-bit copy of a weight matrix.
+//! Q8_0 weights for generation: products of decode steps' few rows (at most
+//! [`crate::lora::Q8_MAX_ROWS`]), and of whole prompts where the scope says so
+//! ([`crate::Q8Scope::LayersHeadAndPrompts`]), against an 8-bit copy of a weight matrix.
 //!
 //! The numbers are Q8_0's (ggml): weights and inputs are quantized in blocks of 32 along the
 //! inner dimension, each block with one scale (`max |x| / 127`, kept at f16 precision), and
@@ -27,6 +28,8 @@ const GROUP: usize = 16;
 const ROW_TILE: usize = 8;
 /// Weight elements at or above which a product is split over the threads.
 const PARALLEL_MIN_WEIGHTS: usize = 256 * 1024;
+/// Input rows quantized per task when there are more than this many.
+const QUANTIZE_ROWS_PER_TASK: usize = 64;
 
 /// A weight matrix (`[out, in]`) quantized to Q8_0 for products of a few rows.
 #[derive(Debug, Clone)]
@@ -148,12 +151,31 @@ impl VnniQ8 {
         // Inputs as unsigned bytes (q + 128) with one scale per (row, block).
         let mut xq = vec![0u8; m * self.k];
         let mut xd = vec![0f32; m * blocks];
-        let mut q = [0i8; BLOCK];
-        for (i, (chunk, d)) in x.chunks_exact(BLOCK).zip(xd.iter_mut()).enumerate() {
-            *d = quantize_block(chunk, &mut q);
-            for (u, &v) in xq[i * BLOCK..(i + 1) * BLOCK].iter_mut().zip(&q) {
-                *u = (v as u8) ^ 0x80;
+        let quantize_rows = |(x, (xq, xd)): (&[f32], (&mut [u8], &mut [f32]))| {
+            let mut q = [0i8; BLOCK];
+            for ((chunk, u), d) in x
+                .chunks_exact(BLOCK)
+                .zip(xq.chunks_exact_mut(BLOCK))
+                .zip(xd.iter_mut())
+            {
+                *d = quantize_block(chunk, &mut q);
+                for (u, &v) in u.iter_mut().zip(&q) {
+                    *u = (v as u8) ^ 0x80;
+                }
             }
+        };
+        // Prompts bring many rows: their quantization is split over the threads too.
+        let rows_per_task = QUANTIZE_ROWS_PER_TASK;
+        if m > rows_per_task && rayon::current_num_threads() > 1 {
+            let n = rows_per_task * self.k;
+            x.par_chunks(n)
+                .zip(
+                    xq.par_chunks_mut(n)
+                        .zip(xd.par_chunks_mut(rows_per_task * blocks)),
+                )
+                .for_each(quantize_rows);
+        } else {
+            quantize_rows((x, (&mut xq, &mut xd)));
         }
         let groups = self.n.div_ceil(GROUP);
         let out_addr = out.as_mut_ptr() as usize;

@@ -152,7 +152,7 @@ fn score_chunk(model: &Llama, chunk: &[(Vec<u32>, usize)], share: bool) -> Resul
     let ids = Tensor::from_vec(ids, (b, t), dev)?;
     let mask = Tensor::from_vec(mask, (b, t), dev)?;
     let hidden = if p > 0 {
-        let (hp, mut cache) = run_shared_prefix(model, &chunk[0].0[..p], b, p + t)?;
+        let (hp, mut cache) = run_shared_prefix(model, &chunk[0].0[..p], b, p + t, false)?;
         let hs = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;
         Tensor::cat(
             &[

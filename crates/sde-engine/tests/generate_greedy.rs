@@ -242,7 +242,11 @@ fn default_model_q8_decode_stays_close_to_the_f32_reference() {
         batch_size: 3,
         ..GenerateConfig::default()
     };
-    for (scope, floor) in [(Q8Scope::Layers, 0.7), (Q8Scope::LayersAndHead, 0.5)] {
+    for (scope, floor) in [
+        (Q8Scope::Layers, 0.7),
+        (Q8Scope::LayersAndHead, 0.5),
+        (Q8Scope::LayersHeadAndPrompts, 0.5),
+    ] {
         loaded.model.set_q8_decode(scope).unwrap();
         let got = generate(&loaded.model, &prompts, &[eos], &cfg, |_| {}).unwrap();
         let (mut prefix, mut total) = (0usize, 0usize);

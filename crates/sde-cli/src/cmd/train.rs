@@ -280,6 +280,10 @@ pub(crate) struct PredictOptions {
     /// With --q8, the output head too (faster still, less faithful).
     #[arg(long, requires = "q8")]
     q8_head: bool,
+    /// With --q8, the output head and the prompts too: every product of generation runs in
+    /// Q8_0 (fastest, least faithful; implies --q8-head).
+    #[arg(long, requires = "q8")]
+    q8_prompts: bool,
     /// Run every prompt in full, even the token prefix that a whole batch shares (by default
     /// that prefix runs once per batch; results agree to float rounding).
     #[arg(long)]
@@ -528,7 +532,9 @@ fn predict_run(
         encode = rec.encode.clone();
     }
     if o.q8 {
-        loaded.model.set_q8_decode(if o.q8_head {
+        loaded.model.set_q8_decode(if o.q8_prompts {
+            sde_engine::Q8Scope::LayersHeadAndPrompts
+        } else if o.q8_head {
             sde_engine::Q8Scope::LayersAndHead
         } else {
             sde_engine::Q8Scope::Layers

@@ -100,6 +100,57 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     f16::from_f32(d).to_f32()
 }
 
+/// [`quantize_block`] with AVX-512, writing the quantized values as unsigned bytes
+/// (`q + 128`), the form `vpdpbusd` takes its first operand in.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_block_offset(x: &[f32], u: &mut [u8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(x.len() == BLOCK && u.len() == BLOCK);
+    // SAFETY: both slices hold exactly one block (asserted).
+    let (a, b) = unsafe {
+        (
+            _mm512_loadu_ps(x.as_ptr()),
+            _mm512_loadu_ps(x.as_ptr().add(16)),
+        )
+    };
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    let d = amax / 127.0;
+    let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    // Rounds half away from zero, as `f32::round` does: truncate, then step away from zero
+    // where the dropped fraction (exact in f32) is at least one half. Adding ±0.5 before
+    // truncating would not do: the sum itself rounds, just below the halves.
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let one = _mm512_set1_ps(1.0);
+    let half = _mm512_set1_ps(0.5);
+    let round = |v: __m512| {
+        let s = _mm512_mul_ps(v, id);
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(s, t)), half);
+        let step = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_and_si512(_mm512_castps_si512(s), sign),
+            _mm512_castps_si512(one),
+        ));
+        _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step))
+    };
+    let flip = _mm_set1_epi8(i8::MIN);
+    let (lo, hi) = (
+        _mm_xor_si128(_mm512_cvtepi32_epi8(round(a)), flip),
+        _mm_xor_si128(_mm512_cvtepi32_epi8(round(b)), flip),
+    );
+    // SAFETY: `u` holds 32 bytes (asserted).
+    unsafe {
+        _mm_storeu_si128(u.as_mut_ptr().cast(), lo);
+        _mm_storeu_si128(u.as_mut_ptr().add(16).cast(), hi);
+    }
+    f16::from_f32(d).to_f32()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn quantize_block_offset(_: &[f32], _: &mut [u8]) -> f32 {
+    unreachable!("VNNI Q8 weights are only made on x86-64")
+}
+
 /// Weights in VNNI order: for each group of 16 output columns and each block of 32 inner
 /// positions, 8 chunks of 64 bytes, chunk `j` holding inner positions `4j..4j+4` of each of
 /// the 16 columns.
@@ -152,16 +203,13 @@ impl VnniQ8 {
         let mut xq = vec![0u8; m * self.k];
         let mut xd = vec![0f32; m * blocks];
         let quantize_rows = |(x, (xq, xd)): (&[f32], (&mut [u8], &mut [f32]))| {
-            let mut q = [0i8; BLOCK];
             for ((chunk, u), d) in x
                 .chunks_exact(BLOCK)
                 .zip(xq.chunks_exact_mut(BLOCK))
                 .zip(xd.iter_mut())
             {
-                *d = quantize_block(chunk, &mut q);
-                for (u, &v) in u.iter_mut().zip(&q) {
-                    *u = (v as u8) ^ 0x80;
-                }
+                // SAFETY: VNNI weights are only made where the CPU has AVX-512 F and BW.
+                *d = unsafe { quantize_block_offset(chunk, u) };
             }
         };
         // Prompts bring many rows: their quantization is split over the threads too.
@@ -320,6 +368,37 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The AVX-512 input quantization gives the scalar one's values and scale, ties and
+    /// zeros included.
+    #[test]
+    fn vector_quantization_equals_scalar() {
+        if !vnni_available() {
+            return;
+        }
+        let mut blocks: Vec<Vec<f32>> = (0..200).map(|i| random(BLOCK, 100 + i)).collect();
+        blocks.push(vec![0.0; BLOCK]);
+        // Exact halves after scaling: max 127 makes the scale 1.
+        blocks.push((0..BLOCK).map(|i| i as f32 - 15.5).collect());
+        blocks.last_mut().unwrap()[0] = 127.0;
+        blocks.push(blocks.last().unwrap().iter().map(|v| -v).collect());
+        // Just below the halves, where adding 0.5 before truncating rounds the wrong way.
+        let below = |v: f32| f32::from_bits(v.to_bits() - 1);
+        let mut near: Vec<f32> = (0..BLOCK).map(|i| below(i as f32 * 3.0 + 0.5)).collect();
+        near[BLOCK - 1] = 127.0;
+        blocks.push(near.iter().map(|v| -v).collect());
+        blocks.push(near);
+        for x in &blocks {
+            let mut q = [0i8; BLOCK];
+            let d = quantize_block(x, &mut q);
+            let mut u = [0u8; BLOCK];
+            // SAFETY: checked above that the CPU has AVX-512.
+            let dv = unsafe { quantize_block_offset(x, &mut u) };
+            assert_eq!(d.to_bits(), dv.to_bits());
+            let back: Vec<i8> = u.iter().map(|&b| (b ^ 0x80) as i8).collect();
+            assert_eq!(back, q, "block {x:?}");
         }
     }
 

@@ -69,14 +69,24 @@ pub struct Table {
     pub notes: Vec<String>,
 }
 
+/// `v` with `d` digits after the point, without the sign of a value that rounds to zero
+/// (a kappa of -1e-17 reads 0.000, not -0.000).
+fn fixed(v: f64, d: usize) -> String {
+    let text = format!("{v:.d$}");
+    match text.strip_prefix('-') {
+        Some(rest) if rest.bytes().all(|b| b == b'0' || b == b'.') => rest.to_string(),
+        _ => text,
+    }
+}
+
 impl Table {
     fn fmt(&self, s: &Option<Stat>, col: usize) -> String {
         let d = self.digits.get(col).copied().unwrap_or(3);
         match s {
             None => "–".into(),
             Some(s) => match s.sd {
-                Some(sd) => format!("{:.d$} ± {:.d$}", s.mean, sd),
-                None => format!("{:.d$}", s.mean),
+                Some(sd) => format!("{} ± {}", fixed(s.mean, d), fixed(sd, d)),
+                None => fixed(s.mean, d),
             },
         }
     }
@@ -621,6 +631,16 @@ mod tests {
         assert!((spearman(&tied).unwrap() - 0.866_025_403_784_438_6).abs() < 1e-12);
         assert_eq!(spearman(&[(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)]), None);
         assert_eq!(spearman(&[(1.0, 1.0), (2.0, 2.0)]), None);
+    }
+
+    #[test]
+    fn values_that_round_to_zero_have_no_sign() {
+        assert_eq!(fixed(-1e-17, 3), "0.000");
+        assert_eq!(fixed(-0.0004, 3), "0.000");
+        assert_eq!(fixed(-0.0005001, 3), "-0.001");
+        assert_eq!(fixed(0.25, 2), "0.25");
+        assert_eq!(fixed(-3.0, 0), "-3");
+        assert_eq!(fixed(-0.2, 0), "0");
     }
 
     #[test]

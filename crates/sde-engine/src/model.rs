@@ -96,8 +96,8 @@ pub enum Q8Scope {
     Layers,
     /// The projections and the output head.
     LayersAndHead,
-    /// The projections and the output head, in prompts (prefill) as well as decode steps:
-    /// every product of generation. Scoring and training stay f32.
+    /// The projections in every product of generation, prompts (prefill) included, and the
+    /// output head (on at most 16 rows at a time, as above). Scoring and training stay f32.
     LayersHeadAndPrompts,
 }
 

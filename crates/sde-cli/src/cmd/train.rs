@@ -281,7 +281,7 @@ pub(crate) struct PredictOptions {
     #[arg(long, requires = "q8")]
     q8_head: bool,
     /// With --q8, the output head and the prompts too: every product of generation runs in
-    /// Q8_0 (fastest, least faithful; implies --q8-head).
+    /// Q8_0 (fastest; implies --q8-head).
     #[arg(long, requires = "q8")]
     q8_prompts: bool,
     /// Run every prompt in full, even the token prefix that a whole batch shares (by default

@@ -73,19 +73,67 @@ pub fn plan(knobs: &Knobs, shard: Option<Shard>) -> Result<Vec<CellSpec>> {
     Ok(matrix::shard_cells(all, shard, &knobs.cost))
 }
 
-/// Prints the plan with estimated times to stdout.
+/// How the finished cells of a results folder ran against the cost model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// Finished cells whose `metrics.json` could be read.
+    pub cells: usize,
+    /// Their measured wall seconds.
+    pub took: f64,
+    /// Their estimated seconds.
+    pub estimated: f64,
+}
+
+impl Pace {
+    /// Measured over estimated time.
+    pub fn ratio(&self) -> f64 {
+        self.took / self.estimated
+    }
+
+    /// Measures the finished cells of `cells` under `out`; `None` when none has a readable
+    /// outcome.
+    pub fn measure(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> Option<Pace> {
+        let mut pace = Pace {
+            cells: 0,
+            took: 0.0,
+            estimated: 0.0,
+        };
+        for c in cells {
+            if let Some(took) = measured_seconds(&CellDir::new(out, c)) {
+                pace.cells += 1;
+                pace.took += took;
+                pace.estimated += cost::estimate(c, &knobs.cost).seconds;
+            }
+        }
+        (pace.cells > 0 && pace.estimated > 0.0).then_some(pace)
+    }
+}
+
+/// A finished cell's measured wall seconds.
+fn measured_seconds(dir: &CellDir) -> Option<f64> {
+    if !dir.is_done() {
+        return None;
+    }
+    store::read_json::<CellOutcome>(&dir.path.join("metrics.json"))
+        .ok()
+        .map(|o| o.seconds)
+}
+
+/// Prints the plan with estimated times to stdout; finished cells also show the time they
+/// took, and the time left is also given at the finished cells' pace.
 pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
     let mut text = String::new();
     let mut totals = std::collections::BTreeMap::new();
     let mut pending = 0.0;
     let mut done = 0;
     text.push_str(&format!(
-        "{:>4}  {:<16}  {:>8}  {:<6}  cell\n",
-        "#", "id", "estimate", "state"
+        "{:>4}  {:<16}  {:>8}  {:>8}  {:<6}  cell\n",
+        "#", "id", "estimate", "took", "state"
     ));
     for (i, c) in cells.iter().enumerate() {
         let est = cost::estimate(c, &knobs.cost);
-        let is_done = CellDir::new(out, c).is_done();
+        let dir = CellDir::new(out, c);
+        let is_done = dir.is_done();
         if is_done {
             done += 1;
         } else {
@@ -95,10 +143,11 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         e.0 += 1;
         e.1 += est.seconds;
         text.push_str(&format!(
-            "{:>4}  {:<16}  {:>8}  {:<6}  {}\n",
+            "{:>4}  {:<16}  {:>8}  {:>8}  {:<6}  {}\n",
             i + 1,
             c.id(),
             human_duration(est.seconds),
+            measured_seconds(&dir).map_or_else(|| "-".to_string(), human_duration),
             if is_done { "done" } else { "todo" },
             c.label()
         ));
@@ -123,6 +172,16 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         c.score_tokens_per_s,
         c.cell_overhead_s
     ));
+    if let Some(p) = Pace::measure(knobs, cells, out) {
+        text.push_str(&format!(
+            "finished: {} cells took {} against an estimated {} (×{:.2}); at that pace {} left\n",
+            p.cells,
+            human_duration(p.took),
+            human_duration(p.estimated),
+            p.ratio(),
+            human_duration(pending * p.ratio())
+        ));
+    }
     text
 }
 
@@ -218,8 +277,15 @@ pub fn run(
     let est_ms = |c: &CellSpec| (cost::estimate(c, &knobs.cost).seconds * 1000.0).round() as u64;
     let total_ms: u64 = todo.iter().map(|c| est_ms(c)).sum();
     let bars = Bars::new(total_ms, todo.len());
+    let at_pace = Pace::measure(knobs, cells, &opts.out).map_or_else(String::new, |p| {
+        format!(
+            "; {} at the pace of the {} finished",
+            human_duration(total_ms as f64 / 1000.0 * p.ratio()),
+            p.cells
+        )
+    });
     bars.log(&format!(
-        "{} cells planned, {} already done, {} to run (estimated {}), runner {}, results in {}",
+        "{} cells planned, {} already done, {} to run (estimated {}{at_pace}), runner {}, results in {}",
         cells.len(),
         summary.skipped,
         todo.len(),

@@ -400,6 +400,57 @@ fn dry_run_lists_every_cell_with_an_estimate_and_runs_nothing() {
     assert!(!out.exists());
 }
 
+/// A runner whose cells take a set multiple of their estimated time.
+struct Slow(f64);
+
+impl CellRunner for Slow {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+
+    fn run(&self, cell: &CellSpec, ctx: &CellContext<'_>) -> anyhow::Result<CellOutcome> {
+        let mut outcome = FakeRunner.run(cell, ctx)?;
+        outcome.seconds = self.0 * xtask::cost::estimate(cell, &ctx.knobs.cost).seconds;
+        Ok(outcome)
+    }
+}
+
+#[test]
+fn dry_run_shows_what_finished_cells_took_and_the_time_left_at_their_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let knobs = Knobs::resolve("smoke", None, &["runner=fake".into()]).unwrap();
+    let cells = xtask::matrix::cells(&knobs, "v").unwrap();
+    let opts = RunOptions {
+        out: dir.path().to_path_buf(),
+        shard: None,
+        fail_fast: false,
+        report: false,
+        max_cells: Some(2),
+    };
+    orchestrate::run(&knobs, &cells, &Slow(1.5), &opts).unwrap();
+
+    let text = orchestrate::dry_run(&knobs, &cells, dir.path());
+    let est = |c: &CellSpec| xtask::cost::estimate(c, &knobs.cost).seconds;
+    for (i, c) in cells.iter().enumerate() {
+        let row = text.lines().find(|l| l.contains(&c.id())).unwrap();
+        let took = xtask::cost::human_duration(1.5 * est(c));
+        if i < 2 {
+            assert!(row.contains(&format!("{took}  done")), "{row}");
+        } else {
+            assert!(row.contains("  -  todo"), "{row}");
+        }
+    }
+    let done: f64 = cells[..2].iter().map(est).sum();
+    let left: f64 = cells[2..].iter().map(est).sum();
+    let expected = format!(
+        "finished: 2 cells took {} against an estimated {} (×1.50); at that pace {} left",
+        xtask::cost::human_duration(1.5 * done),
+        xtask::cost::human_duration(done),
+        xtask::cost::human_duration(1.5 * left)
+    );
+    assert!(text.contains(&expected), "{text}");
+}
+
 /// A runner that fails on chosen cells and counts invocations.
 struct Flaky {
     fail: BTreeSet<String>,

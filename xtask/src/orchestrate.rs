@@ -74,7 +74,7 @@ pub fn plan(knobs: &Knobs, shard: Option<Shard>) -> Result<Vec<CellSpec>> {
 }
 
 /// How the finished cells of a results folder ran against the cost model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pace {
     /// Finished cells whose `metrics.json` could be read.
     pub cells: usize,
@@ -82,30 +82,43 @@ pub struct Pace {
     pub took: f64,
     /// Their estimated seconds.
     pub estimated: f64,
+    /// The median over those cells of measured over estimated time. A median, so that a few
+    /// cells stretched by a suspended machine or a busy neighbour do not skew it.
+    pub ratio: f64,
 }
 
 impl Pace {
-    /// Measured over estimated time.
-    pub fn ratio(&self) -> f64 {
-        self.took / self.estimated
-    }
-
     /// Measures the finished cells of `cells` under `out`; `None` when none has a readable
     /// outcome.
     pub fn measure(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> Option<Pace> {
-        let mut pace = Pace {
-            cells: 0,
-            took: 0.0,
-            estimated: 0.0,
-        };
+        let mut ratios = Vec::new();
+        let (mut took, mut estimated) = (0.0, 0.0);
         for c in cells {
-            if let Some(took) = measured_seconds(&CellDir::new(out, c)) {
-                pace.cells += 1;
-                pace.took += took;
-                pace.estimated += cost::estimate(c, &knobs.cost).seconds;
+            let est = cost::estimate(c, &knobs.cost).seconds;
+            if let Some(t) = measured_seconds(&CellDir::new(out, c))
+                && est > 0.0
+            {
+                took += t;
+                estimated += est;
+                ratios.push(t / est);
             }
         }
-        (pace.cells > 0 && pace.estimated > 0.0).then_some(pace)
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let ratio = if n % 2 == 1 {
+            ratios[n / 2]
+        } else {
+            (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+        };
+        Some(Pace {
+            cells: n,
+            took,
+            estimated,
+            ratio,
+        })
     }
 }
 
@@ -174,12 +187,12 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
     ));
     if let Some(p) = Pace::measure(knobs, cells, out) {
         text.push_str(&format!(
-            "finished: {} cells took {} against an estimated {} (×{:.2}); at that pace {} left\n",
+            "finished: {} cells took {} against an estimated {} (median ×{:.2}); at that pace {} left\n",
             p.cells,
             human_duration(p.took),
             human_duration(p.estimated),
-            p.ratio(),
-            human_duration(pending * p.ratio())
+            p.ratio,
+            human_duration(pending * p.ratio)
         ));
     }
     text
@@ -280,7 +293,7 @@ pub fn run(
     let at_pace = Pace::measure(knobs, cells, &opts.out).map_or_else(String::new, |p| {
         format!(
             "; {} at the pace of the {} finished",
-            human_duration(total_ms as f64 / 1000.0 * p.ratio()),
+            human_duration(total_ms as f64 / 1000.0 * p.ratio),
             p.cells
         )
     });

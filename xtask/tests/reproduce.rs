@@ -400,8 +400,9 @@ fn dry_run_lists_every_cell_with_an_estimate_and_runs_nothing() {
     assert!(!out.exists());
 }
 
-/// A runner whose cells take a set multiple of their estimated time.
-struct Slow(f64);
+/// A runner whose cells take a set multiple of their estimated time; the first cell it runs
+/// takes ten times longer than the others (a suspended machine).
+struct Slow(f64, std::sync::atomic::AtomicBool);
 
 impl CellRunner for Slow {
     fn name(&self) -> &'static str {
@@ -410,7 +411,9 @@ impl CellRunner for Slow {
 
     fn run(&self, cell: &CellSpec, ctx: &CellContext<'_>) -> anyhow::Result<CellOutcome> {
         let mut outcome = FakeRunner.run(cell, ctx)?;
-        outcome.seconds = self.0 * xtask::cost::estimate(cell, &ctx.knobs.cost).seconds;
+        let stalled = !self.1.swap(true, std::sync::atomic::Ordering::Relaxed);
+        let factor = if stalled { 10.0 * self.0 } else { self.0 };
+        outcome.seconds = factor * xtask::cost::estimate(cell, &ctx.knobs.cost).seconds;
         Ok(outcome)
     }
 }
@@ -425,26 +428,27 @@ fn dry_run_shows_what_finished_cells_took_and_the_time_left_at_their_pace() {
         shard: None,
         fail_fast: false,
         report: false,
-        max_cells: Some(2),
+        max_cells: Some(3),
     };
-    orchestrate::run(&knobs, &cells, &Slow(1.5), &opts).unwrap();
+    orchestrate::run(&knobs, &cells, &Slow(1.5, Default::default()), &opts).unwrap();
 
     let text = orchestrate::dry_run(&knobs, &cells, dir.path());
     let est = |c: &CellSpec| xtask::cost::estimate(c, &knobs.cost).seconds;
     for (i, c) in cells.iter().enumerate() {
         let row = text.lines().find(|l| l.contains(&c.id())).unwrap();
-        let took = xtask::cost::human_duration(1.5 * est(c));
-        if i < 2 {
+        let took = xtask::cost::human_duration(if i == 0 { 15.0 } else { 1.5 } * est(c));
+        if i < 3 {
             assert!(row.contains(&format!("{took}  done")), "{row}");
         } else {
             assert!(row.contains("  -  todo"), "{row}");
         }
     }
-    let done: f64 = cells[..2].iter().map(est).sum();
-    let left: f64 = cells[2..].iter().map(est).sum();
+    let done: f64 = cells[..3].iter().map(est).sum();
+    let took = 15.0 * est(&cells[0]) + 1.5 * (est(&cells[1]) + est(&cells[2]));
+    let left: f64 = cells[3..].iter().map(est).sum();
     let expected = format!(
-        "finished: 2 cells took {} against an estimated {} (×1.50); at that pace {} left",
-        xtask::cost::human_duration(1.5 * done),
+        "finished: 3 cells took {} against an estimated {} (median ×1.50); at that pace {} left",
+        xtask::cost::human_duration(took),
         xtask::cost::human_duration(done),
         xtask::cost::human_duration(1.5 * left)
     );

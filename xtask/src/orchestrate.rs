@@ -91,17 +91,21 @@ impl Pace {
     /// Measures the finished cells of `cells` under `out`; `None` when none has a readable
     /// outcome.
     pub fn measure(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> Option<Pace> {
+        Pace::from_cells(cells.iter().filter_map(|c| {
+            measured_seconds(&CellDir::new(out, c))
+                .map(|took| (took, cost::estimate(c, &knobs.cost).seconds))
+        }))
+    }
+
+    /// The pace of finished cells given as (measured, estimated) seconds; `None` when there
+    /// are none with a positive estimate.
+    pub fn from_cells(cells: impl IntoIterator<Item = (f64, f64)>) -> Option<Pace> {
         let mut ratios = Vec::new();
         let (mut took, mut estimated) = (0.0, 0.0);
-        for c in cells {
-            let est = cost::estimate(c, &knobs.cost).seconds;
-            if let Some(t) = measured_seconds(&CellDir::new(out, c))
-                && est > 0.0
-            {
-                took += t;
-                estimated += est;
-                ratios.push(t / est);
-            }
+        for (t, est) in cells.into_iter().filter(|&(_, est)| est > 0.0) {
+            took += t;
+            estimated += est;
+            ratios.push(t / est);
         }
         if ratios.is_empty() {
             return None;
@@ -139,6 +143,7 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
     let mut totals = std::collections::BTreeMap::new();
     let mut pending = 0.0;
     let mut done = 0;
+    let mut finished = Vec::new();
     text.push_str(&format!(
         "{:>4}  {:<16}  {:>8}  {:>8}  {:<6}  cell\n",
         "#", "id", "estimate", "took", "state"
@@ -155,12 +160,16 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         let e = totals.entry(c.matrix.as_str()).or_insert((0usize, 0.0f64));
         e.0 += 1;
         e.1 += est.seconds;
+        let took = measured_seconds(&dir);
+        if let Some(t) = took {
+            finished.push((t, est.seconds));
+        }
         text.push_str(&format!(
             "{:>4}  {:<16}  {:>8}  {:>8}  {:<6}  {}\n",
             i + 1,
             c.id(),
             human_duration(est.seconds),
-            measured_seconds(&dir).map_or_else(|| "-".to_string(), human_duration),
+            took.map_or_else(|| "-".to_string(), human_duration),
             if is_done { "done" } else { "todo" },
             c.label()
         ));
@@ -185,7 +194,7 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         c.score_tokens_per_s,
         c.cell_overhead_s
     ));
-    if let Some(p) = Pace::measure(knobs, cells, out) {
+    if let Some(p) = Pace::from_cells(finished) {
         text.push_str(&format!(
             "finished: {} cells took {} against an estimated {} (median ×{:.2}); at that pace {} left\n",
             p.cells,

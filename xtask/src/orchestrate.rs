@@ -1,7 +1,7 @@
 //! Runs a plan of cells: skip finished ones, run the rest one by one with progress bars,
 //! and write the report.
 
-use crate::cell::{CellOutcome, CellSpec};
+use crate::cell::{CellOutcome, CellSpec, Matrix};
 use crate::cost::{self, human_duration};
 use crate::knobs::Knobs;
 use crate::matrix::{self, Shard};
@@ -88,15 +88,6 @@ pub struct Pace {
 }
 
 impl Pace {
-    /// Measures the finished cells of `cells` under `out`; `None` when none has a readable
-    /// outcome.
-    pub fn measure(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> Option<Pace> {
-        Pace::from_cells(cells.iter().filter_map(|c| {
-            measured_seconds(&CellDir::new(out, c))
-                .map(|took| (took, cost::estimate(c, &knobs.cost).seconds))
-        }))
-    }
-
     /// The pace of finished cells given as (measured, estimated) seconds; `None` when there
     /// are none with a positive estimate.
     pub fn from_cells(cells: impl IntoIterator<Item = (f64, f64)>) -> Option<Pace> {
@@ -126,6 +117,66 @@ impl Pace {
     }
 }
 
+/// Finished cells a matrix needs before its own median replaces the overall one in a forecast.
+pub const MIN_CELLS_FOR_MATRIX_PACE: usize = 3;
+
+/// The pace of a results folder's finished cells, overall and per matrix: the matrices' cells
+/// differ in kind (A's long chain-of-thought outputs, C's untuned scoring), and each runs
+/// against the cost model at a pace of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paces {
+    /// Over all finished cells.
+    pub overall: Pace,
+    /// Per matrix, over that matrix's finished cells.
+    pub by_matrix: std::collections::BTreeMap<Matrix, Pace>,
+}
+
+impl Paces {
+    /// Measures the finished cells of `cells` under `out`; `None` when none has a readable
+    /// outcome.
+    pub fn measure(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> Option<Paces> {
+        Paces::from_cells(cells.iter().filter_map(|c| {
+            measured_seconds(&CellDir::new(out, c))
+                .map(|took| (c.matrix, took, cost::estimate(c, &knobs.cost).seconds))
+        }))
+    }
+
+    /// The paces of finished cells given as (matrix, measured, estimated seconds); `None` when
+    /// there are none with a positive estimate.
+    pub fn from_cells(cells: impl IntoIterator<Item = (Matrix, f64, f64)>) -> Option<Paces> {
+        let mut all = Vec::new();
+        let mut grouped: std::collections::BTreeMap<Matrix, Vec<(f64, f64)>> = Default::default();
+        for (m, took, est) in cells {
+            all.push((took, est));
+            grouped.entry(m).or_default().push((took, est));
+        }
+        let overall = Pace::from_cells(all)?;
+        let by_matrix = grouped
+            .into_iter()
+            .filter_map(|(m, c)| Pace::from_cells(c).map(|p| (m, p)))
+            .collect();
+        Some(Paces { overall, by_matrix })
+    }
+
+    /// The ratio a matrix's unfinished cells are forecast at: its own median once it has
+    /// [`MIN_CELLS_FOR_MATRIX_PACE`] finished cells, else the overall median.
+    pub fn ratio_for(&self, matrix: Matrix) -> f64 {
+        self.by_matrix
+            .get(&matrix)
+            .filter(|p| p.cells >= MIN_CELLS_FOR_MATRIX_PACE)
+            .map_or(self.overall.ratio, |p| p.ratio)
+    }
+
+    /// Seconds left for unfinished cells given as (matrix, estimated seconds), each at its
+    /// matrix's ratio.
+    pub fn seconds_left(&self, pending: impl IntoIterator<Item = (Matrix, f64)>) -> f64 {
+        pending
+            .into_iter()
+            .map(|(m, est)| est * self.ratio_for(m))
+            .sum()
+    }
+}
+
 /// A finished cell's measured wall seconds.
 fn measured_seconds(dir: &CellDir) -> Option<f64> {
     if !dir.is_done() {
@@ -142,6 +193,7 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
     let mut text = String::new();
     let mut totals = std::collections::BTreeMap::new();
     let mut pending = 0.0;
+    let mut pending_cells = Vec::new();
     let mut done = 0;
     let mut finished = Vec::new();
     text.push_str(&format!(
@@ -156,13 +208,14 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
             done += 1;
         } else {
             pending += est.seconds;
+            pending_cells.push((c.matrix, est.seconds));
         }
-        let e = totals.entry(c.matrix.as_str()).or_insert((0usize, 0.0f64));
+        let e = totals.entry(c.matrix).or_insert((0usize, 0.0f64));
         e.0 += 1;
         e.1 += est.seconds;
         let took = measured_seconds(&dir);
         if let Some(t) = took {
-            finished.push((t, est.seconds));
+            finished.push((c.matrix, t, est.seconds));
         }
         text.push_str(&format!(
             "{:>4}  {:<16}  {:>8}  {:>8}  {:<6}  {}\n",
@@ -175,11 +228,24 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         ));
     }
     text.push('\n');
+    let paces = Paces::from_cells(finished);
     let mut total = 0.0;
     for (m, (n, secs)) in &totals {
         total += secs;
+        let took = paces
+            .as_ref()
+            .and_then(|p| p.by_matrix.get(m))
+            .map_or_else(String::new, |p| {
+                format!(
+                    "; {} finished took {} (median ×{:.2})",
+                    p.cells,
+                    human_duration(p.took),
+                    p.ratio
+                )
+            });
         text.push_str(&format!(
-            "matrix {m}: {n} cells, estimated {}\n",
+            "matrix {}: {n} cells, estimated {}{took}\n",
+            m.as_str(),
             human_duration(*secs)
         ));
     }
@@ -194,14 +260,15 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         c.score_tokens_per_s,
         c.cell_overhead_s
     ));
-    if let Some(p) = Pace::from_cells(finished) {
+    if let Some(p) = paces {
         text.push_str(&format!(
-            "finished: {} cells took {} against an estimated {} (median ×{:.2}); at that pace {} left\n",
-            p.cells,
-            human_duration(p.took),
-            human_duration(p.estimated),
-            p.ratio,
-            human_duration(pending * p.ratio)
+            "finished: {} cells took {} against an estimated {} (median ×{:.2}); at each matrix's pace {} left (a matrix with fewer than {} finished cells at the overall median)\n",
+            p.overall.cells,
+            human_duration(p.overall.took),
+            human_duration(p.overall.estimated),
+            p.overall.ratio,
+            human_duration(p.seconds_left(pending_cells)),
+            MIN_CELLS_FOR_MATRIX_PACE
         ));
     }
     text
@@ -299,11 +366,12 @@ pub fn run(
     let est_ms = |c: &CellSpec| (cost::estimate(c, &knobs.cost).seconds * 1000.0).round() as u64;
     let total_ms: u64 = todo.iter().map(|c| est_ms(c)).sum();
     let bars = Bars::new(total_ms, todo.len());
-    let at_pace = Pace::measure(knobs, cells, &opts.out).map_or_else(String::new, |p| {
+    let at_pace = Paces::measure(knobs, cells, &opts.out).map_or_else(String::new, |p| {
+        let left = p.seconds_left(todo.iter().map(|c| (c.matrix, est_ms(c) as f64 / 1000.0)));
         format!(
             "; {} at the pace of the {} finished",
-            human_duration(total_ms as f64 / 1000.0 * p.ratio),
-            p.cells
+            human_duration(left),
+            p.overall.cells
         )
     });
     bars.log(&format!(

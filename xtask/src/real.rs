@@ -93,16 +93,22 @@ impl RealRunner {
             let model = Llama::random(cfg, 0, &sde_engine::default_device()?)?;
             return Ok((model, tok));
         }
-        let engine_spec = match spec {
-            "smollm2-135m" | "default" => "default",
-            s => s
-                .strip_prefix("hf:")
-                .or_else(|| s.strip_prefix("gguf:"))
-                .unwrap_or(s),
-        };
-        let loaded =
-            sde_engine::load(engine_spec).with_context(|| format!("loading model `{spec}`"))?;
+        let loaded = sde_engine::load(engine_spec(spec))
+            .with_context(|| format!("loading model `{spec}`"))?;
         Ok((loaded.model, loaded.tokenizer))
+    }
+}
+
+/// The model spec `sde_engine::load` (and so `sde predict --run`) resolves for a matrix's
+/// model name: `smollm2-135m` is the embedded default, `hf:` and `gguf:` prefixes are dropped.
+/// `tiny-random` has no engine spec and stays as it is.
+fn engine_spec(model: &str) -> &str {
+    match model {
+        "smollm2-135m" | "default" => "default",
+        s => s
+            .strip_prefix("hf:")
+            .or_else(|| s.strip_prefix("gguf:"))
+            .unwrap_or(s),
     }
 }
 
@@ -358,7 +364,7 @@ impl CellRunner for RealRunner {
                 let record = RunRecord {
                     design_id: design.to_string(),
                     design: serde_json::to_value(design)?,
-                    base_model: cell.model.clone(),
+                    base_model: engine_spec(&cell.model).to_owned(),
                     train: config,
                     encode: encode.clone(),
                     chat_template: false,
@@ -739,5 +745,16 @@ mod tests {
         assert_eq!(ids.len(), text.len());
         assert_eq!(tok.decode(&ids, true).unwrap(), text);
         assert!(tok.eos_id().is_some() && tok.pad_id().is_some());
+    }
+
+    #[test]
+    fn a_cells_run_record_names_a_model_the_engine_resolves() {
+        assert_eq!(engine_spec("smollm2-135m"), "default");
+        assert_eq!(
+            engine_spec("hf:HuggingFaceTB/SmolLM2-360M"),
+            "HuggingFaceTB/SmolLM2-360M"
+        );
+        assert_eq!(engine_spec("gguf:/models/m.gguf"), "/models/m.gguf");
+        assert_eq!(engine_spec("org/name"), "org/name");
     }
 }

@@ -447,12 +447,41 @@ fn dry_run_shows_what_finished_cells_took_and_the_time_left_at_their_pace() {
     let took = 15.0 * est(&cells[0]) + 1.5 * (est(&cells[1]) + est(&cells[2]));
     let left: f64 = cells[3..].iter().map(est).sum();
     let expected = format!(
-        "finished: 3 cells took {} against an estimated {} (median ×1.50); at that pace {} left",
+        "finished: 3 cells took {} against an estimated {} (median ×1.50); at each matrix's pace {} left",
         xtask::cost::human_duration(took),
         xtask::cost::human_duration(done),
         xtask::cost::human_duration(1.5 * left)
     );
     assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
+fn a_matrix_with_enough_finished_cells_is_forecast_at_its_own_pace() {
+    use xtask::cell::Matrix::{A, B, C};
+    let paces = orchestrate::Paces::from_cells([
+        (A, 20.0, 10.0),
+        (A, 40.0, 20.0),
+        (A, 20.0, 10.0),
+        (A, 60.0, 30.0),
+        (B, 5.0, 10.0),
+        (B, 10.0, 20.0),
+        (B, 5.0, 10.0),
+        (C, 10.0, 10.0),
+    ])
+    .unwrap();
+    // Ratios 2, 2, 2, 2, 0.5, 0.5, 0.5, 1: the overall median is 1.5.
+    assert_eq!(paces.overall.cells, 8);
+    assert_eq!(paces.overall.ratio, 1.5);
+    assert_eq!(paces.overall.took, 170.0);
+    assert_eq!(paces.overall.estimated, 120.0);
+    assert_eq!(paces.ratio_for(A), 2.0);
+    assert_eq!(paces.ratio_for(B), 0.5);
+    // C has one finished cell (×1): too few, so it goes at the overall median.
+    assert_eq!(paces.by_matrix[&C].ratio, 1.0);
+    assert_eq!(paces.ratio_for(C), 1.5);
+    let left = paces.seconds_left([(A, 100.0), (B, 100.0), (C, 100.0), (C, 50.0)]);
+    assert_eq!(left, 200.0 + 50.0 + 225.0);
+    assert!(orchestrate::Paces::from_cells([]).is_none());
 }
 
 /// A runner that fails on chosen cells and counts invocations.

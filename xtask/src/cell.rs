@@ -41,6 +41,8 @@ pub enum Decoding {
     },
     /// No generation: prompt and output perplexity only.
     Score,
+    /// Greedy with the repetition penalty off: how much a design's scores owe to the penalty.
+    GreedyNoPenalty,
 }
 
 impl Decoding {
@@ -50,6 +52,7 @@ impl Decoding {
             Decoding::Greedy => "greedy",
             Decoding::Sample { .. } => "sample",
             Decoding::Score => "score",
+            Decoding::GreedyNoPenalty => "greedy-no-penalty",
         }
     }
 
@@ -81,6 +84,7 @@ impl EvalSpec {
             Decoding::Greedy => k.push_str("-greedy"),
             Decoding::Sample { seed } => k.push_str(&format!("-sample{seed}")),
             Decoding::Score => k.push_str("-score"),
+            Decoding::GreedyNoPenalty => k.push_str("-greedy-no-penalty"),
         }
         if self.shots > 0 {
             k.push_str(&format!("-{}shot", self.shots));

@@ -96,7 +96,7 @@ pub fn estimate(cell: &CellSpec, cost: &CostKnobs) -> CellCost {
             Decoding::Score => {
                 c.score_tokens += n_test * (s.prompt + s.completion);
             }
-            Decoding::Greedy | Decoding::Sample { .. } => {
+            Decoding::Greedy | Decoding::GreedyNoPenalty | Decoding::Sample { .. } => {
                 // The demonstrations are the same in every prompt: they run once per batch.
                 let batches = (n_test / cell.generate.batch_size.max(1) as f64).ceil();
                 c.score_tokens += n_test * s.prompt + batches * demos;

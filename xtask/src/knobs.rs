@@ -157,6 +157,10 @@ pub struct MatrixBKnobs {
     pub sampling_seeds: Vec<u64>,
     /// Instruction paraphrases (1, 2, ...; 0 is the default wording and always runs).
     pub paraphrases: Vec<u32>,
+    /// Also decode the main comparison's adapters greedily with the repetition penalty off
+    /// (a decoding-sensitivity check the study did not run).
+    #[serde(default)]
+    pub greedy_without_penalty: bool,
     /// Models of this matrix (empty = the top-level `models`).
     pub models: Vec<String>,
 }
@@ -258,6 +262,7 @@ impl Knobs {
                     size_sweep: vec![12],
                     sampling_seeds: vec![1],
                     paraphrases: vec![1],
+                    greedy_without_penalty: true,
                     ..base.b
                 },
                 c: MatrixCKnobs {
@@ -402,6 +407,7 @@ impl Knobs {
                 size_sweep: vec![60],
                 sampling_seeds: vec![1, 2],
                 paraphrases: vec![1],
+                greedy_without_penalty: false,
                 models: Vec::new(),
             },
             c: MatrixCKnobs {

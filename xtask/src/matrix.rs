@@ -132,6 +132,13 @@ fn matrix_b(knobs: &Knobs, code_version: &str, out: &mut Vec<CellSpec>) -> Resul
                         decoding: Decoding::Sample { seed: s },
                         shots: 0,
                     }));
+                    if b.greedy_without_penalty {
+                        main.push(EvalSpec {
+                            test_domain: domain.map(str::to_string),
+                            decoding: Decoding::GreedyNoPenalty,
+                            shots: 0,
+                        });
+                    }
                     out.push(cell(b.train_size, 0, main));
                     for &size in b.size_sweep.iter().filter(|&&s| s != b.train_size) {
                         out.push(cell(size, 0, vec![greedy(domain)]));
@@ -348,6 +355,31 @@ mod tests {
         let expected = 2 * 10 * 1 * 2;
         assert_eq!(c.len(), expected);
         assert!(c.iter().all(|c| c.train.is_none() && c.evals.len() == 3));
+    }
+
+    #[test]
+    fn the_penalty_free_decoding_is_one_more_eval_of_bs_main_adapters() {
+        let plain = cells(&knobs("default"), "v").unwrap();
+        let no_penalty = |c: &CellSpec| {
+            c.evals
+                .iter()
+                .any(|e| e.decoding == Decoding::GreedyNoPenalty)
+        };
+        assert!(!plain.iter().any(no_penalty), "off by default");
+        let mut k = knobs("default");
+        k.b.greedy_without_penalty = true;
+        let with = cells(&k, "v").unwrap();
+        assert_eq!(with.len(), plain.len());
+        for (c, p) in with.iter().zip(&plain) {
+            let main = c.matrix == Matrix::B && c.train_size == 120 && c.paraphrase == 0;
+            assert_eq!(no_penalty(c), main, "{}", c.label());
+            if main {
+                assert_eq!(c.evals.len(), p.evals.len() + 1);
+                assert_eq!(c.evals[..p.evals.len()], p.evals[..]);
+            } else {
+                assert_eq!(c, p, "only B's main cells change");
+            }
+        }
     }
 
     #[test]

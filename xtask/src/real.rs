@@ -99,6 +99,33 @@ impl RealRunner {
     }
 }
 
+/// The engine's generation settings for one evaluation of a cell: the cell's knobs, the
+/// evaluation's decoding, and no repetition penalty for [`Decoding::GreedyNoPenalty`].
+fn generate_config(cell: &CellSpec, decoding: Decoding) -> GenerateConfig {
+    GenerateConfig {
+        max_new_tokens: cell.generate.max_new_tokens,
+        repetition_penalty: if decoding == Decoding::GreedyNoPenalty {
+            1.0
+        } else {
+            cell.generate.repetition_penalty
+        },
+        decoding: match decoding {
+            Decoding::Sample { seed } => sde_engine::Decoding::Sample {
+                temperature: cell.generate.temperature,
+                top_p: cell.generate.top_p,
+                top_k: None,
+                seed,
+            },
+            Decoding::Greedy | Decoding::GreedyNoPenalty | Decoding::Score => {
+                sde_engine::Decoding::Greedy
+            }
+        },
+        batch_size: cell.generate.batch_size,
+        sort_by_length: true,
+        share_prefix: true,
+    }
+}
+
 /// The model spec `sde_engine::load` (and so `sde predict --run`) resolves for a matrix's
 /// model name: `smollm2-135m` is the embedded default, `hf:` and `gguf:` prefixes are dropped.
 /// `tiny-random` has no engine spec and stays as it is.
@@ -487,22 +514,7 @@ impl RealRunner {
             prompts.push(encode_prompt(&ids, special, encode));
         }
         let stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
-        let config = GenerateConfig {
-            max_new_tokens: cell.generate.max_new_tokens,
-            repetition_penalty: cell.generate.repetition_penalty,
-            decoding: match eval.decoding {
-                Decoding::Sample { seed } => sde_engine::Decoding::Sample {
-                    temperature: cell.generate.temperature,
-                    top_p: cell.generate.top_p,
-                    top_k: None,
-                    seed,
-                },
-                _ => sde_engine::Decoding::Greedy,
-            },
-            batch_size: gen_batch,
-            sort_by_length: true,
-            share_prefix: true,
-        };
+        let config = generate_config(cell, eval.decoding);
         let gens = sde_engine::generate(model, &prompts, &stop, &config, |k| {
             ctx.progress.inc(k as u64)
         })?;
@@ -756,5 +768,29 @@ mod tests {
         );
         assert_eq!(engine_spec("gguf:/models/m.gguf"), "/models/m.gguf");
         assert_eq!(engine_spec("org/name"), "org/name");
+    }
+
+    #[test]
+    fn only_the_penalty_free_decoding_turns_the_penalty_off() {
+        let knobs = Knobs::resolve("default", None, &[]).unwrap();
+        let cell = crate::matrix::cells(&knobs, "v")
+            .unwrap()
+            .into_iter()
+            .find(|c| c.matrix == crate::cell::Matrix::B)
+            .unwrap();
+        assert_eq!(cell.generate.repetition_penalty, 1.1);
+        let greedy = generate_config(&cell, Decoding::Greedy);
+        assert_eq!(greedy.repetition_penalty, 1.1);
+        assert!(matches!(greedy.decoding, sde_engine::Decoding::Greedy));
+        let free = generate_config(&cell, Decoding::GreedyNoPenalty);
+        assert_eq!(free.repetition_penalty, 1.0);
+        assert!(matches!(free.decoding, sde_engine::Decoding::Greedy));
+        let sampled = generate_config(&cell, Decoding::Sample { seed: 3 });
+        assert_eq!(sampled.repetition_penalty, 1.1);
+        assert!(matches!(
+            sampled.decoding,
+            sde_engine::Decoding::Sample { seed: 3, .. }
+        ));
+        assert_eq!(greedy.batch_size, cell.generate.batch_size);
     }
 }

@@ -372,6 +372,24 @@ pub fn matrix_b(rows: &[Row]) -> Vec<Table> {
                 }),
             ));
         }
+        let unpenalized_size = group
+            .iter()
+            .find(|r| r.decoding == "greedy-no-penalty")
+            .map(|r| r.train_size);
+        let unpenalized = unpenalized_size.is_some();
+        if let Some(s) = unpenalized_size {
+            let mm = m.to_string();
+            columns.push((
+                format!("{m} no penalty n={s}"),
+                3,
+                Box::new(move |r: &Row| {
+                    r.decoding == "greedy-no-penalty"
+                        && r.paraphrase == 0
+                        && r.train_size == s
+                        && r.metric == mm
+                }),
+            ));
+        }
         for &p in &paraphrases {
             let mm = m.to_string();
             columns.push((
@@ -408,11 +426,16 @@ pub fn matrix_b(rows: &[Row]) -> Vec<Table> {
             columns: columns.into_iter().map(|c| c.0).collect(),
             rows: table_rows,
             notes: vec![format!(
-                "{m}: {}; sampled: mean ± sd over decoding seeds of the same adapters.",
+                "{m}: {}; sampled: mean ± sd over decoding seeds of the same adapters.{}",
                 if m == "kappa" {
                     "the study's weighted kappa"
                 } else {
                     "the study's soft F1"
+                },
+                if unpenalized {
+                    " No penalty: greedy with the repetition penalty off, same adapters."
+                } else {
+                    ""
                 }
             )],
         });

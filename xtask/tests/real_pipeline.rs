@@ -1,6 +1,6 @@
 //! The real runner end to end on the tiny random model and synthetic data: every kind of cell
-//! (fine-tuned MASA with an out-of-domain test, NER and event detection with sampled decoding,
-//! untuned perplexity / zero-shot / ICL) produces its files and metrics in range.
+//! (fine-tuned MASA with an out-of-domain test, NER and event detection with sampled decoding
+//! and greedy decoding without the repetition penalty, untuned perplexity / zero-shot / ICL) produces its files and metrics in range.
 
 use xtask::cell::CellSpec;
 use xtask::knobs::Knobs;
@@ -46,6 +46,13 @@ fn real_runner_covers_every_kind_of_cell() {
         "generate.max_new_tokens=8",
     ];
     let (knobs, cells) = plan("smoke", &sets);
+    assert!(
+        cells
+            .iter()
+            .flat_map(|c| &c.evals)
+            .any(|e| e.decoding == xtask::cell::Decoding::GreedyNoPenalty),
+        "the smoke preset covers greedy decoding without the penalty"
+    );
     let dir = run_all(&knobs, &cells);
 
     for (cell, outcome) in orchestrate::collect(dir.path(), &cells).unwrap() {

@@ -183,6 +183,25 @@ fn smoke_preset_writes_every_output_with_the_expected_schema() {
     for heading in ["Matrix A", "Matrix B", "Matrix C", "Spearman"] {
         assert!(tables_md.contains(heading), "tables.md lacks {heading}");
     }
+    // The smoke preset also decodes B's main adapters without the repetition penalty.
+    let b_ner = std::fs::read_to_string(
+        std::fs::read_dir(out.join("tables"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with("b-ner-") && name.ends_with(".md")
+            })
+            .expect("a matrix B NER table"),
+    )
+    .unwrap();
+    let header = b_ner.lines().find(|l| l.starts_with("| design |")).unwrap();
+    assert!(
+        header.contains("| f1_soft sampled n=8 | f1_soft no penalty n=8 | f1_soft paraphrase 1 |"),
+        "{header}"
+    );
+    let es = b_ner.lines().find(|l| l.starts_with("| es-sde |")).unwrap();
+    assert!(!es.contains('–'), "every column has a value: {es}");
     let plots: Vec<_> = std::fs::read_dir(out.join("plots"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -426,11 +426,16 @@ pub fn matrix_b(rows: &[Row]) -> Vec<Table> {
             columns: columns.into_iter().map(|c| c.0).collect(),
             rows: table_rows,
             notes: vec![format!(
-                "{m}: {}; sampled: mean ± sd over decoding seeds of the same adapters.{}",
+                "{m}: {}.{}{}",
                 if m == "kappa" {
                     "the study's weighted kappa"
                 } else {
                     "the study's soft F1"
+                },
+                if sampled_size.is_some() {
+                    " Sampled: mean ± sd over decoding seeds of the same adapters."
+                } else {
+                    ""
                 },
                 if unpenalized {
                     " No penalty: greedy with the repetition penalty off, same adapters."

@@ -200,6 +200,7 @@ fn smoke_preset_writes_every_output_with_the_expected_schema() {
         header.contains("| f1_soft sampled n=8 | f1_soft no penalty n=8 | f1_soft paraphrase 1 |"),
         "{header}"
     );
+    assert!(b_ner.contains("Sampled: mean ± sd") && b_ner.contains("No penalty: greedy"));
     let es = b_ner.lines().find(|l| l.starts_with("| es-sde |")).unwrap();
     assert!(!es.contains('–'), "every column has a value: {es}");
     let plots: Vec<_> = std::fs::read_dir(out.join("plots"))

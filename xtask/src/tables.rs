@@ -330,64 +330,42 @@ pub fn matrix_b(rows: &[Row]) -> Vec<Table> {
             .into_iter()
             .filter(|&p| p > 0)
             .collect();
-        let sampled_size = group
-            .iter()
-            .find(|r| r.decoding == "sample")
-            .map(|r| r.train_size);
         type Pick = Box<dyn Fn(&Row) -> bool>;
+        // Rows of the default wording at one training size, by decoding and metric.
+        let at_size = |decoding: &'static str, s: u64, metric: &str| -> Pick {
+            let metric = metric.to_string();
+            Box::new(move |r: &Row| {
+                r.decoding == decoding
+                    && r.paraphrase == 0
+                    && r.train_size == s
+                    && r.metric == metric
+            })
+        };
+        let size_of = |decoding: &str| {
+            group
+                .iter()
+                .find(|r| r.decoding == decoding)
+                .map(|r| r.train_size)
+        };
+        let sampled_size = size_of("sample");
+        let unpenalized_size = size_of("greedy-no-penalty");
         let mut columns: Vec<(String, usize, Pick)> = Vec::new();
         for &s in &sizes {
-            let mm = m.to_string();
-            columns.push((
-                format!("{m} n={s}"),
-                3,
-                Box::new(move |r: &Row| {
-                    r.decoding == "greedy"
-                        && r.paraphrase == 0
-                        && r.train_size == s
-                        && r.metric == mm
-                }),
-            ));
+            columns.push((format!("{m} n={s}"), 3, at_size("greedy", s, m)));
             columns.push((
                 format!("#fmt n={s}"),
                 0,
-                Box::new(move |r: &Row| {
-                    r.decoding == "greedy"
-                        && r.paraphrase == 0
-                        && r.train_size == s
-                        && r.metric == "format_errors"
-                }),
+                at_size("greedy", s, "format_errors"),
             ));
         }
         if let Some(s) = sampled_size {
-            let mm = m.to_string();
-            columns.push((
-                format!("{m} sampled n={s}"),
-                3,
-                Box::new(move |r: &Row| {
-                    r.decoding == "sample"
-                        && r.paraphrase == 0
-                        && r.train_size == s
-                        && r.metric == mm
-                }),
-            ));
+            columns.push((format!("{m} sampled n={s}"), 3, at_size("sample", s, m)));
         }
-        let unpenalized_size = group
-            .iter()
-            .find(|r| r.decoding == "greedy-no-penalty")
-            .map(|r| r.train_size);
-        let unpenalized = unpenalized_size.is_some();
         if let Some(s) = unpenalized_size {
-            let mm = m.to_string();
             columns.push((
                 format!("{m} no penalty n={s}"),
                 3,
-                Box::new(move |r: &Row| {
-                    r.decoding == "greedy-no-penalty"
-                        && r.paraphrase == 0
-                        && r.train_size == s
-                        && r.metric == mm
-                }),
+                at_size("greedy-no-penalty", s, m),
             ));
         }
         for &p in &paraphrases {
@@ -437,7 +415,7 @@ pub fn matrix_b(rows: &[Row]) -> Vec<Table> {
                 } else {
                     ""
                 },
-                if unpenalized {
+                if unpenalized_size.is_some() {
                     " No penalty: greedy with the repetition penalty off, same adapters."
                 } else {
                     ""

@@ -192,7 +192,6 @@ fn measured_seconds(dir: &CellDir) -> Option<f64> {
 pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
     let mut text = String::new();
     let mut totals = std::collections::BTreeMap::new();
-    let mut pending = 0.0;
     let mut pending_cells = Vec::new();
     let mut done = 0;
     let mut finished = Vec::new();
@@ -207,7 +206,6 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         if is_done {
             done += 1;
         } else {
-            pending += est.seconds;
             pending_cells.push((c.matrix, est.seconds));
         }
         let e = totals.entry(c.matrix).or_insert((0usize, 0.0f64));
@@ -254,7 +252,7 @@ pub fn dry_run(knobs: &Knobs, cells: &[CellSpec], out: &Path) -> String {
         "total: {} cells ({done} done), estimated {} ({} left) at {} train tok/s, {} generated tok/s, {} scored tok/s, {}s per cell\n",
         cells.len(),
         human_duration(total),
-        human_duration(pending),
+        human_duration(pending_cells.iter().map(|&(_, s)| s).sum::<f64>()),
         c.train_tokens_per_s,
         c.generate_tokens_per_s,
         c.score_tokens_per_s,

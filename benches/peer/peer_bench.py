@@ -11,6 +11,11 @@ transformers. Inputs are random token ids; the data does not change the speed.
     python peer_bench.py score-keep --gguf PATH --batch 8             (logits_to_keep=33)
     python peer_bench.py matmul                                       (torch f32 2048^3)
 
+A `-bf16` suffix (`train-bf16`, `train-keep-bf16`, `score-bf16`, `score-keep-bf16`) runs the
+forward under `torch.autocast("cpu", dtype=torch.bfloat16)`: PyTorch's mixed-precision recipe,
+whose matmuls run in bf16 (oneDNN, AVX512-BF16 where the CPU has it) with f32 weights and
+optimizer state.
+
 `--shared N` makes every row start with the same N ids (the engine runs such a prefix once;
 transformers runs every row in full).
 """
@@ -94,6 +99,14 @@ def train(args, keep):
     losses = []
 
     def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = train_loss()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+
+    def train_loss():
         if keep:
             out = model(input_ids=ids, attention_mask=mask, logits_to_keep=LOSS_TOKENS + 1)
             logits = out.logits[:, :-1, :].float()
@@ -102,16 +115,13 @@ def train(args, keep):
             )
         else:
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        return loss
 
     steps = args.steps or 10
     reset_peak_rss()
     times = time_reps(args.reps, steps, 2 if args.warmup is None else args.warmup, step)
     return {
-        "workload": "train-keep" if keep else "train",
+        "workload": args.workload,
         "batch": args.batch,
         "seq": args.seq,
         "rep_seconds": times,
@@ -175,7 +185,7 @@ def score(args, keep):
     mask = torch.ones_like(ids)
 
     def forward():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             if keep:
                 logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=NEW_TOKENS + 1).logits
                 logits = logits[:, :-1, :]
@@ -188,7 +198,7 @@ def score(args, keep):
     reset_peak_rss()
     times = time_reps(args.reps, steps, 2 if args.warmup is None else args.warmup, forward)
     return {
-        "workload": "score-keep" if keep else "score",
+        "workload": args.workload,
         "batch": args.batch,
         "seq": seq,
         "rep_seconds": times,
@@ -217,7 +227,13 @@ def matmul(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["train", "train-keep", "decode", "score", "score-keep", "matmul"])
+    parser.add_argument(
+        "workload",
+        choices=[
+            "train", "train-keep", "train-bf16", "train-keep-bf16", "decode",
+            "score", "score-keep", "score-bf16", "score-keep-bf16", "matmul",
+        ],
+    )
     parser.add_argument("--gguf")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
@@ -229,12 +245,14 @@ def main():
     torch.set_num_threads(THREADS)
     if args.workload != "matmul" and not args.gguf:
         parser.error("--gguf is required")
-    if args.workload in ("train", "train-keep"):
-        report = train(args, args.workload == "train-keep")
+    args.bf16 = args.workload.endswith("-bf16")
+    base = args.workload.removesuffix("-bf16")
+    if base in ("train", "train-keep"):
+        report = train(args, base == "train-keep")
     elif args.workload == "decode":
         report = decode(args)
-    elif args.workload in ("score", "score-keep"):
-        report = score(args, args.workload == "score-keep")
+    elif base in ("score", "score-keep"):
+        report = score(args, base == "score-keep")
     else:
         report = matmul(args)
     import importlib.metadata as md

@@ -274,6 +274,7 @@ mod tests {
                 grad_accum: 1,
                 epochs: 1,
                 max_seq_len: 256,
+                bf16_matmuls: false,
             }),
             generate: GenerateKnobs {
                 max_new_tokens: 16,

@@ -100,6 +100,12 @@ pub struct TrainKnobs {
     pub epochs: usize,
     /// Longest training sequence in tokens (longer prompts are cut, never completions).
     pub max_seq_len: usize,
+    /// Run training's products with the frozen weights in bf16 (f32 sums) on CPUs with
+    /// AVX512-BF16 (`Llama::set_bf16_matmuls`): about 1.5 times faster training, gradients
+    /// within about 1% of f32. Evaluation stays f32. Off, it is left out of the cell spec, so
+    /// cell ids stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bf16_matmuls: bool,
 }
 
 /// Generation settings (defaults: the study's, digest section 6).
@@ -246,6 +252,7 @@ impl Knobs {
                 },
                 train: TrainKnobs {
                     max_seq_len: 1024,
+                    bf16_matmuls: false,
                     ..base.train
                 },
                 generate: GenerateKnobs {
@@ -381,6 +388,7 @@ impl Knobs {
                 grad_accum: 1,
                 epochs: 3,
                 max_seq_len: 512,
+                bf16_matmuls: false,
             },
             // The study's budgets: CoT answers run to about 170 tokens.
             generate: GenerateKnobs {

@@ -380,14 +380,17 @@ impl CellRunner for RealRunner {
                     warmup_steps: t.warmup_steps,
                     max_grad_norm: (t.max_grad_norm > 0.0).then_some(t.max_grad_norm),
                     seed: cell.seed,
+                    bf16_matmuls: t.bf16_matmuls,
                     ..TrainConfig::default()
                 };
                 model.add_lora(&config.lora_config())?;
+                model.set_bf16_matmuls(config.bf16_matmuls)?;
                 let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
                 ctx.progress
                     .stage("train", config.total_steps(encoded.len()) as u64);
                 let summary =
                     sde_engine::train(&model, &encoded, pad, &config, |_| ctx.progress.inc(1))?;
+                model.set_bf16_matmuls(false)?;
                 let record = RunRecord {
                     design_id: design.to_string(),
                     design: serde_json::to_value(design)?,

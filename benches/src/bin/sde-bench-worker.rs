@@ -10,7 +10,13 @@
 //! sde-bench-worker decode-q8 --batch 1 ...     (decode steps on Q8_0 layer weights)
 //! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
 //! sde-bench-worker decode-q8-prompts --batch 1 ... (prompts too: all of generation in Q8_0)
+//! sde-bench-worker train-bf16 --batch 8 ...   (the layers' frozen products in bf16)
+//! sde-bench-worker score-bf16 --batch 8 ...   (likewise)
 //! ```
+//!
+//! The bf16 workloads first run the f32 and the bf16 pass once on the same input (untimed)
+//! and report how far apart they are: the loss and the LoRA gradients (train), the
+//! log-likelihood of each item (score).
 //!
 //! `--shared N` makes the first N tokens of every row the same (train, decode, score), which
 //! the engine runs once per batch. Without `--gguf` the model has SmolLM2-135M shapes and
@@ -182,6 +188,41 @@ fn time_reps(
     Ok(out)
 }
 
+/// How far a bf16 training pass is from the f32 one: the loss's relative difference and
+/// ‖g_bf16 − g_f32‖ / ‖g_f32‖ over all LoRA gradients together.
+fn train_fidelity(
+    got: &sde_engine::model::LossAndGrads,
+    want: &sde_engine::model::LossAndGrads,
+) -> Result<serde_json::Value> {
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (g, w) in got.grads.iter().zip(&want.grads) {
+        let g = g.flatten_all()?.to_vec1::<f32>()?;
+        let w = w.flatten_all()?.to_vec1::<f32>()?;
+        for (a, b) in g.iter().zip(&w) {
+            diff += f64::from(a - b).powi(2);
+            norm += f64::from(*b).powi(2);
+        }
+    }
+    Ok(json!({
+        "loss_rel_diff": (got.loss - want.loss).abs() / want.loss.abs(),
+        "grad_rel_diff": diff.sqrt() / norm.sqrt(),
+    }))
+}
+
+/// Each item's summed log-likelihood of its scored tokens.
+fn score_sums(model: &Llama, items: &[(Vec<u32>, usize)]) -> Result<Vec<f64>> {
+    let options = sde_engine::score::ScoreOptions {
+        batch_size: items.len().max(1),
+        share_prefix: true,
+    };
+    Ok(
+        sde_engine::score::sequence_logprobs_with(model, items, options)?
+            .iter()
+            .map(|s| s.sum)
+            .collect(),
+    )
+}
+
 #[allow(unsafe_code)]
 fn main() -> Result<()> {
     // SAFETY: first thing in main; no other thread exists yet.
@@ -189,11 +230,19 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let started = Instant::now();
     let report = match args.workload.as_str() {
-        "train" => {
+        "train" | "train-bf16" => {
             let mut model = load(&args)?;
             model.add_lora(&bench_lora())?;
             let load_s = started.elapsed().as_secs_f64();
             let mut step = TrainStep::new(&model, args.batch, args.seq, args.shared, 11)?;
+            let fidelity = if args.workload == "train-bf16" {
+                let want = step.loss_and_grads(&model)?;
+                model.set_bf16_matmuls(true)?;
+                let got = step.loss_and_grads(&model)?;
+                Some(train_fidelity(&got, &want)?)
+            } else {
+                None
+            };
             let steps = args.steps.unwrap_or(10);
             reset_peak_rss();
             let mut losses = Vec::new();
@@ -202,9 +251,9 @@ fn main() -> Result<()> {
                 Ok(())
             })?;
             json!({
-                "workload": "train", "batch": args.batch, "seq": args.seq, "shared": args.shared, "rep_seconds": times,
+                "workload": args.workload, "batch": args.batch, "seq": args.seq, "shared": args.shared, "rep_seconds": times,
                 "tokens_per_rep": steps * step.tokens, "steps_per_rep": steps, "load_seconds": load_s,
-                "peak_rss_mib": peak_rss_mib(), "loss_first": losses.first(), "loss_last": losses.last(),
+                "peak_rss_mib": peak_rss_mib(), "loss_first": losses.first(), "loss_last": losses.last(), "bf16_vs_f32": fidelity,
             })
         }
         "decode" | "decode-q8" | "decode-q8-all" | "decode-q8-prompts" => {
@@ -240,19 +289,33 @@ fn main() -> Result<()> {
                 "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "agreement_with_f32": agreement,
             })
         }
-        "score" => {
-            let model = load(&args)?;
+        "score" | "score-bf16" => {
+            let mut model = load(&args)?;
             let load_s = started.elapsed().as_secs_f64();
             let items = score_items(&model, args.batch, args.shared, 17);
+            let fidelity = if args.workload == "score-bf16" {
+                let want = score_sums(&model, &items)?;
+                model.set_bf16_matmuls(true)?;
+                let got = score_sums(&model, &items)?;
+                let diffs: Vec<f64> = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).collect();
+                let per_token = NEW_TOKENS as f64;
+                Some(json!({
+                    "max_abs_logprob_diff_per_token": diffs.iter().fold(0f64, |m, d| m.max(*d)) / per_token,
+                    "mean_abs_logprob_diff_per_token": diffs.iter().sum::<f64>() / diffs.len().max(1) as f64 / per_token,
+                    "mean_logprob_per_token": want.iter().sum::<f64>() / want.len().max(1) as f64 / per_token,
+                }))
+            } else {
+                None
+            };
             let steps = args.steps.unwrap_or(5);
             reset_peak_rss();
             let times = time_reps(args.reps, steps, args.warmup.unwrap_or(2), || {
                 Ok(run_score(&model, &items).map(drop)?)
             })?;
             json!({
-                "workload": "score", "batch": args.batch, "seq": PROMPT_TOKENS + NEW_TOKENS, "shared": args.shared,
+                "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS + NEW_TOKENS, "shared": args.shared,
                 "rep_seconds": times, "tokens_per_rep": steps * args.batch * (PROMPT_TOKENS + NEW_TOKENS),
-                "steps_per_rep": steps, "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(),
+                "steps_per_rep": steps, "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "bf16_vs_f32": fidelity,
             })
         }
         "matmul" => {
@@ -281,7 +344,7 @@ fn main() -> Result<()> {
             json!({ "workload": "fma", "threads": threads, "gflops": gflops })
         }
         other => bail!(
-            "unknown workload {other} (train, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, matmul or fma)"
+            "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul or fma)"
         ),
     };
     println!("{report}");

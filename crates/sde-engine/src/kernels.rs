@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::bf16::PackedBf16;
 use crate::error::Result;
 
 /// Runs `f` on a thread of rayon's pool, so that the parallel products inside it split their
@@ -232,6 +233,18 @@ pub(crate) fn matmul_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
         return Ok(acc);
     }
     let mut dst = vec![0f32; m * n];
+    sum_into(&mut dst, m, n, terms, false)?;
+    Ok(Tensor::from_vec(dst, (m, n), a0.device())?)
+}
+
+/// `dst (+)= Σ a_i @ b_i` over 2-D f32 CPU operands into a row-major `[m, n]` buffer.
+fn sum_into(
+    dst: &mut [f32],
+    m: usize,
+    n: usize,
+    terms: &[(&Tensor, &Tensor)],
+    accumulate: bool,
+) -> Result<()> {
     for (i, (a, b)) in terms.iter().enumerate() {
         let (sa, la) = a.storage_and_layout();
         let (sb, lb) = b.storage_and_layout();
@@ -263,9 +276,37 @@ pub(crate) fn matmul_sum(terms: &[(&Tensor, &Tensor)]) -> Result<Tensor> {
             col_stride: lb.stride()[1],
             batch_stride: 0,
         };
-        gemm_one(&mut dst, oa, ob, i > 0, parallelism(m, n, ad[1]));
+        gemm_one(dst, oa, ob, accumulate || i > 0, parallelism(m, n, ad[1]));
     }
-    Ok(Tensor::from_vec(dst, (m, n), a0.device())?)
+    Ok(())
+}
+
+/// `Σ x_i @ P_i + Σ a_j @ b_j`: products of 2-D f32 CPU inputs with bf16-packed matrices
+/// ([`crate::bf16`]), then f32 products, summed in one output buffer.
+pub(crate) fn bf16_matmul_sum(
+    packed: &[(&Tensor, &PackedBf16)],
+    terms: &[(&Tensor, &Tensor)],
+) -> Result<Tensor> {
+    let Some(&(x0, p0)) = packed.first() else {
+        return Err(crate::error::EngineError::invalid(
+            "bf16_matmul_sum of no packed terms",
+        ));
+    };
+    let (m, n) = (x0.dim(0)?, p0.cols());
+    let mut dst = vec![0f32; m * n];
+    for (i, (x, p)) in packed.iter().enumerate() {
+        let (xm, xk) = x.dims2()?;
+        if xm != m || xk != p.rows() || p.cols() != n || !x.device().is_cpu() {
+            return Err(crate::error::EngineError::invalid(format!(
+                "bf16_matmul_sum: term {i} is [{xm}, {xk}] @ [{}, {}], output [{m}, {n}]",
+                p.rows(),
+                p.cols()
+            )));
+        }
+        with_f32(x, |xd| crate::bf16::matmul_into(&mut dst, xd, m, p, i > 0))?;
+    }
+    sum_into(&mut dst, m, n, terms, true)?;
+    Ok(Tensor::from_vec(dst, (m, n), x0.device())?)
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor (made contiguous first if needed).

@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod batch;
+pub mod bf16;
 pub mod chat;
 pub mod config;
 pub mod error;

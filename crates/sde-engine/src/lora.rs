@@ -1,11 +1,12 @@
 //! Linear layers with an optional LoRA adapter (PEFT conventions).
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::bf16::PackedBf16;
 use crate::error::{EngineError, Result};
 
 /// A LoRA adapter on one linear layer: `y += scale * B (A dropout(x))`.
@@ -33,6 +34,9 @@ pub(crate) struct Linear {
     /// A Q8_0 copy of `weight` for decode steps ([`Linear::quantize_q8`]); `None` otherwise.
     /// Reset when `weight` changes.
     q8: Option<crate::q8::Q8Matrix>,
+    /// The weight rounded to bf16 and packed as the right operand of `x W^T` (`[0]`) and of
+    /// `dy W` (`[1]`), made on first use by bf16 products.
+    bf16: [OnceLock<Arc<PackedBf16>>; 2],
     pub(crate) bias: Option<Tensor>,
     pub(crate) lora: Option<LoraAdapter>,
 }
@@ -43,6 +47,7 @@ impl Linear {
             weight,
             weight_t: OnceLock::new(),
             q8: None,
+            bf16: Default::default(),
             bias,
             lora: None,
         }
@@ -63,6 +68,7 @@ impl Linear {
         x: &Tensor,
         train: bool,
         q8_rows: usize,
+        bf16: bool,
         rng: &Mutex<ChaCha8Rng>,
     ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
@@ -77,6 +83,8 @@ impl Linear {
             .filter(|_| !train && n <= q8_rows && !x.track_op())
         {
             q.forward(&x2.contiguous()?)?
+        } else if !train && !x.track_op() && bf16 && n > Q8_MAX_ROWS {
+            crate::kernels::bf16_matmul_sum(&[(&x2, self.bf16_packed(true)?)], &[])?
         } else if !train && !x.track_op() {
             crate::kernels::matmul(&x2.contiguous()?, self.transposed()?)?
         } else {
@@ -123,6 +131,29 @@ impl Linear {
         Ok(self.weight_t.get_or_init(|| t))
     }
 
+    /// The weight rounded to bf16 and packed as the right operand of `x W^T` (`forward`) or
+    /// of `dy W`, made on first use.
+    pub(crate) fn bf16_packed(&self, forward: bool) -> Result<&PackedBf16> {
+        let slot = &self.bf16[usize::from(!forward)];
+        if let Some(p) = slot.get() {
+            return Ok(p);
+        }
+        let (out_f, in_f) = (self.out_features(), self.in_features());
+        let packed = crate::kernels::with_f32(&self.weight, |w| {
+            if forward {
+                PackedBf16::pack(w, in_f, out_f, 1, in_f)
+            } else {
+                PackedBf16::pack(w, out_f, in_f, in_f, 1)
+            }
+        })?;
+        Ok(slot.get_or_init(|| Arc::new(packed)))
+    }
+
+    /// Frees the bf16 copies ([`Linear::bf16_packed`]).
+    pub(crate) fn drop_bf16(&mut self) {
+        self.bf16 = Default::default();
+    }
+
     /// Attaches a fresh adapter: A Kaiming-uniform with a = √5 (bound 1/√in), B zero.
     pub(crate) fn add_lora(
         &mut self,
@@ -159,6 +190,7 @@ impl Linear {
         {
             self.weight = (&self.weight + Self::delta(lora)?)?.detach();
             self.weight_t = OnceLock::new();
+            self.bf16 = Default::default();
             self.q8 = None;
             lora.merged = true;
         }
@@ -171,6 +203,7 @@ impl Linear {
         {
             self.weight = (&self.weight - Self::delta(lora)?)?.detach();
             self.weight_t = OnceLock::new();
+            self.bf16 = Default::default();
             self.q8 = None;
             lora.merged = false;
         }

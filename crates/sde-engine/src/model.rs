@@ -79,6 +79,9 @@ pub struct Llama {
     head_q8: Option<crate::q8::Q8Matrix>,
     /// Which products read the Q8_0 copies.
     q8_scope: Q8Scope,
+    /// Whether the decoder layers' products with their frozen weights run in bf16
+    /// ([`Llama::set_bf16_matmuls`]).
+    bf16: bool,
     inv_freq: Vec<f32>,
     position_scale: f32,
     lora: Option<LoraConfig>,
@@ -236,6 +239,9 @@ struct Geometry {
     past: usize,
     /// Inference products of at most this many rows read the Q8_0 weights (where made).
     q8_rows: usize,
+    /// Inference products of more rows than [`crate::lora::Q8_MAX_ROWS`] run in bf16
+    /// ([`Llama::set_bf16_matmuls`]).
+    bf16: bool,
 }
 
 impl Llama {
@@ -338,6 +344,7 @@ impl Llama {
             head_t: std::sync::OnceLock::new(),
             head_q8: None,
             q8_scope: Q8Scope::Off,
+            bf16: false,
             inv_freq,
             position_scale,
             lora: None,
@@ -465,11 +472,16 @@ impl Llama {
             x = (residual + attn)?;
             let residual = x.clone();
             let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
-            let g = layer.gate.forward(&hn, train, geo.q8_rows, &self.rng)?;
-            let u = layer.up.forward(&hn, train, geo.q8_rows, &self.rng)?;
-            let m = layer
-                .down
-                .forward(&(g.silu()? * u)?, train, geo.q8_rows, &self.rng)?;
+            let g = layer
+                .gate
+                .forward(&hn, train, geo.q8_rows, geo.bf16, &self.rng)?;
+            let u = layer
+                .up
+                .forward(&hn, train, geo.q8_rows, geo.bf16, &self.rng)?;
+            let m =
+                layer
+                    .down
+                    .forward(&(g.silu()? * u)?, train, geo.q8_rows, geo.bf16, &self.rng)?;
             x = (residual + m)?;
         }
         if let Some(c) = cache {
@@ -633,6 +645,34 @@ impl Llama {
         Ok(())
     }
 
+    /// Runs the decoder layers' products with their frozen weights in bf16 (f32 sums) on CPUs
+    /// with AVX512-BF16: training's forward and input-gradient products, and inference
+    /// products of more than 16 rows (scoring, prompts). Twice the arithmetic rate of f32;
+    /// the weights are rounded to bf16 and packed on first use (two copies of 2 bytes a
+    /// weight; turning it off frees them). Attention, LoRA factors, norms and the output head stay f32, as do decode
+    /// steps. Off by default; `docs/performance.md` measures what it changes.
+    pub fn set_bf16_matmuls(&mut self, on: bool) -> Result<()> {
+        if on && !(self.device.is_cpu() && crate::bf16::supported()) {
+            return Err(EngineError::invalid(
+                "bf16 matmuls need the CPU device on a CPU with AVX512-BF16",
+            ));
+        }
+        if !on {
+            for layer in &mut self.layers {
+                for t in LoraTarget::ALL {
+                    layer.linear_mut(t).drop_bf16();
+                }
+            }
+        }
+        self.bf16 = on;
+        Ok(())
+    }
+
+    /// Whether [`Llama::set_bf16_matmuls`] is on.
+    pub fn bf16_matmuls(&self) -> bool {
+        self.bf16
+    }
+
     /// Subtracts merged adapters from the base weights again.
     pub fn unmerge_lora(&mut self) -> Result<()> {
         for layer in &mut self.layers {
@@ -735,6 +775,7 @@ impl Llama {
             bias,
             past,
             q8_rows: crate::lora::Q8_MAX_ROWS,
+            bf16: self.bf16,
         })
     }
 
@@ -768,19 +809,19 @@ impl Llama {
         let rep = nh / nkv;
         let q = layer
             .q
-            .forward(x, train, geo.q8_rows, &self.rng)?
+            .forward(x, train, geo.q8_rows, geo.bf16, &self.rng)?
             .reshape((b, t, nh, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let k = layer
             .k
-            .forward(x, train, geo.q8_rows, &self.rng)?
+            .forward(x, train, geo.q8_rows, geo.bf16, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let v = layer
             .v
-            .forward(x, train, geo.q8_rows, &self.rng)?
+            .forward(x, train, geo.q8_rows, geo.bf16, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -824,7 +865,9 @@ impl Llama {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        layer.o.forward(&out, train, geo.q8_rows, &self.rng)
+        layer
+            .o
+            .forward(&out, train, geo.q8_rows, geo.bf16, &self.rng)
     }
 }
 

@@ -45,6 +45,11 @@ pub struct TrainConfig {
     /// gets one dropout mask for the whole batch instead of one per row.
     #[serde(default = "share_prefix_default")]
     pub share_prefix: bool,
+    /// Run the products with the frozen weights in bf16 ([`Llama::set_bf16_matmuls`], which
+    /// the caller turns on first; [`train`] checks that the two agree). About 1.5 times
+    /// faster on CPUs with AVX512-BF16; gradients within about 1% of f32.
+    #[serde(default)]
+    pub bf16_matmuls: bool,
 }
 
 fn share_prefix_default() -> bool {
@@ -68,6 +73,7 @@ impl Default for TrainConfig {
             shuffle: true,
             bucket_window: 16,
             share_prefix: true,
+            bf16_matmuls: false,
         }
     }
 }
@@ -154,6 +160,15 @@ pub fn train(
         return Err(EngineError::invalid(
             "the model has no LoRA layers to train",
         ));
+    }
+    if config.bf16_matmuls != model.bf16_matmuls() {
+        return Err(EngineError::invalid(format!(
+            "the training config has bf16_matmuls {} but the model {}: call \
+             Llama::set_bf16_matmuls({}) first",
+            config.bf16_matmuls,
+            model.bf16_matmuls(),
+            config.bf16_matmuls
+        )));
     }
     let vars: Vec<Var> = named.into_iter().map(|(_, v)| v).collect();
     let mut optimizer = AdamW::new(vars.clone(), config.optimizer)?;

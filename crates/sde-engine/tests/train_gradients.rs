@@ -331,3 +331,59 @@ fn a_wrong_shared_prefix_is_rejected() {
     let err = model.lora_loss_and_grads(&batch, 1).unwrap_err();
     assert!(err.to_string().contains("shared_prefix 3"), "{err}");
 }
+
+/// With bf16 matmuls (on CPUs with AVX512-BF16) the training pass runs the frozen weights'
+/// products in bf16: the loss and every LoRA gradient stay within bf16 rounding of the f32
+/// pass (‖g_bf16 − g_f32‖ / ‖g_f32‖ below 2e-2 per tensor; bf16 keeps 8 significant bits, so
+/// one rounding is 2e-3 relative), and they differ from it, so the bf16 path did run. Covers
+/// padding, both loss masks, LoRA dropout and a shared prefix.
+#[test]
+fn bf16_matmuls_keep_the_training_pass_within_bf16_rounding() {
+    if !sde_engine::bf16::supported() {
+        eprintln!("skipped: this CPU lacks AVX512-BF16");
+        return;
+    }
+    let cases = [
+        ("padded", two_row_batch(&[5, 9, 13, 7, 21, 6, 6]), 0.0),
+        ("dropout", two_row_batch(&[5, 9, 13, 7, 21, 6, 6]), 0.3),
+        ("shared prefix", shared_prefix_batch(), 0.0),
+    ];
+    for (what, batch, dropout) in cases {
+        let normaliser = batch.n_loss_tokens;
+        let f32_pass = lora_model(true, dropout)
+            .lora_loss_and_grads(&batch, normaliser)
+            .unwrap();
+        let mut model = lora_model(true, dropout);
+        model.set_bf16_matmuls(true).unwrap();
+        let bf16_pass = model.lora_loss_and_grads(&batch, normaliser).unwrap();
+        let rel = (bf16_pass.loss - f32_pass.loss).abs() / f32_pass.loss.abs();
+        assert!(
+            rel < 1e-2,
+            "{what}: loss {} vs {}",
+            bf16_pass.loss,
+            f32_pass.loss
+        );
+        let mut any_differs = bf16_pass.loss != f32_pass.loss;
+        for ((name, _), (g, want)) in model
+            .lora_vars()
+            .iter()
+            .zip(bf16_pass.grads.iter().zip(&f32_pass.grads))
+        {
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let norm = want.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let diff = g
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt();
+            any_differs |= diff > 0.0;
+            assert!(diff <= 2e-2 * norm, "{what}: {name}: {diff:e} of {norm:e}");
+        }
+        assert!(
+            any_differs,
+            "{what}: the bf16 pass equals the f32 pass exactly"
+        );
+    }
+}

@@ -157,6 +157,11 @@ pub(crate) struct TrainOptions {
     /// mask for the shared prefix).
     #[arg(long)]
     no_prefix_sharing_in_training: bool,
+    /// Run training's products with the frozen weights in bf16 with f32 sums (CPUs with
+    /// AVX512-BF16 only): about 1.5 times faster, gradients within about 1% of f32.
+    /// Generation afterwards stays f32.
+    #[arg(long)]
+    bf16_matmuls: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -221,6 +226,7 @@ impl TrainOptions {
             max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
             seed: self.seed,
             share_prefix: !self.no_prefix_sharing_in_training,
+            bf16_matmuls: self.bf16_matmuls,
             ..TrainConfig::default()
         })
     }
@@ -405,6 +411,7 @@ fn train_run(samples: &Path, out: &Path, o: &TrainOptions) -> anyhow::Result<()>
     }
     let config = o.train_config()?;
     loaded.model.add_lora(&config.lora_config())?;
+    loaded.model.set_bf16_matmuls(config.bf16_matmuls)?;
     let pad = loaded
         .tokenizer
         .pad_id()
@@ -447,6 +454,7 @@ fn train_run(samples: &Path, out: &Path, o: &TrainOptions) -> anyhow::Result<()>
         }
     })?;
     pb.finish();
+    loaded.model.set_bf16_matmuls(false)?;
     eprintln!(
         "trained {} steps in {:.1} s ({:.0} tokens/s, {:.3} positions run per token); loss {:.4} -> {:.4}",
         summary.steps,

@@ -18,6 +18,7 @@ use candle_core::{D, DType, Tensor};
 
 use super::{Geometry, Layer, Llama};
 use crate::batch::TrainBatch;
+use crate::bf16::PackedBf16;
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, MatmulExt, matmul_sum};
 use crate::lora::{Linear, dropout_apply};
@@ -295,19 +296,20 @@ impl Llama {
         let mut grads = Vec::with_capacity(7);
 
         // MLP.
-        let (dact, gd) = linears_backward(&[(&layer.down, &s.down, dout)], true)?;
+        let (dact, gd) = linears_backward(&[(&layer.down, &s.down, dout)], true, self.bf16)?;
         push(&mut grads, gd, 6);
         let (dg, du) = swiglu_backward(&s.g, &s.u, &dact.expect("asked for"))?;
         let (dhn2, gg) = linears_backward(
             &[(&layer.gate, &s.gate, &dg), (&layer.up, &s.up, &du)],
             true,
+            self.bf16,
         )?;
         push(&mut grads, gg, 4);
         let dhn2 = dhn2.expect("asked for");
         let dx_mid = rms_backward_add(&s.x_mid, &s.r2, &layer.post_norm, &dhn2, dout)?;
 
         // Attention.
-        let (dattn, go) = linears_backward(&[(&layer.o, &s.o, &dx_mid)], true)?;
+        let (dattn, go) = linears_backward(&[(&layer.o, &s.o, &dx_mid)], true, self.bf16)?;
         push(&mut grads, go, 3);
         let (dq, dk, dv) = self.attention_backward(&dattn.expect("asked for"), &s.attn, layout)?;
         let (dhn1, gqkv) = linears_backward(
@@ -317,6 +319,7 @@ impl Llama {
                 (&layer.v, &s.v, &dv),
             ],
             need_input_grad,
+            self.bf16,
         )?;
         push(&mut grads, gqkv, 0);
         let dx = match dhn1 {
@@ -536,8 +539,13 @@ impl Llama {
                 let xa = xin.mm(&a.t()?)?;
                 let xa_scaled = (&xa * lora.scale)?;
                 saved.xa = Some(xa);
-                matmul_sum(&[(x, &wt), (&xa_scaled, &bt)])?
+                if self.bf16 {
+                    kernels::bf16_matmul_sum(&[(x, lin.bf16_packed(true)?)], &[(&xa_scaled, &bt)])?
+                } else {
+                    matmul_sum(&[(x, &wt), (&xa_scaled, &bt)])?
+                }
             }
+            None if self.bf16 => kernels::bf16_matmul_sum(&[(x, lin.bf16_packed(true)?)], &[])?,
             None => x.mm(&wt)?,
         };
         if let Some(bias) = &lin.bias {
@@ -563,13 +571,17 @@ fn push(grads: &mut Vec<(LoraGrads, usize)>, gs: Vec<Option<LoraGrads>>, first: 
 fn linears_backward(
     parts: &[(&Linear, &LinearSaved, &Tensor)],
     need_dx: bool,
+    bf16: bool,
 ) -> Result<(Option<Tensor>, Vec<Option<LoraGrads>>)> {
     let mut grads = Vec::with_capacity(parts.len());
     let mut owned: Vec<(Tensor, Tensor)> = Vec::new();
+    let mut packed: Vec<(&Tensor, &PackedBf16)> = Vec::new();
     let mut masked: Vec<Tensor> = Vec::new();
     for (lin, s, dy) in parts {
         let dy = *dy;
-        if need_dx {
+        if need_dx && bf16 {
+            packed.push((dy, lin.bf16_packed(false)?));
+        } else if need_dx {
             owned.push((dy.clone(), lin.weight.clone()));
         }
         match (&lin.lora, &s.xa) {
@@ -595,7 +607,11 @@ fn linears_backward(
         return Ok((None, grads));
     }
     let terms: Vec<(&Tensor, &Tensor)> = owned.iter().map(|(a, b)| (a, b)).collect();
-    let mut dx = matmul_sum(&terms)?;
+    let mut dx = if packed.is_empty() {
+        matmul_sum(&terms)?
+    } else {
+        kernels::bf16_matmul_sum(&packed, &terms)?
+    };
     for m in masked {
         dx = (dx + m)?;
     }

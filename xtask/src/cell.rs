@@ -317,6 +317,10 @@ mod tests {
         let mut t = spec();
         t.evals[0].decoding = Decoding::Sample { seed: 1 };
         assert_ne!(t.hash(), pinned);
+        // An opt-in knob changes the id only when on (the pinned spec has it off).
+        let mut t = spec();
+        t.train.as_mut().unwrap().bf16_matmuls = true;
+        assert_ne!(t.hash(), pinned);
     }
 
     const PINNED_HASH: &str = "110780597a84aea513c3c59275bc12e64d0cf8372cd641ab742243e5eaedbf0b";

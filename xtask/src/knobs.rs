@@ -447,6 +447,7 @@ impl Knobs {
     pub fn resolve(preset: &str, config: Option<&Path>, sets: &[String]) -> Result<Knobs> {
         let knobs = Knobs::preset(preset)?;
         let mut tree = toml::Value::try_from(&knobs).context("serializing preset knobs")?;
+        list_opt_in_knobs(&mut tree);
         if let Some(path) = config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?;
@@ -563,6 +564,16 @@ fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
+/// Opt-in knobs are left out of the serialized knobs (and so of cell specs) while off, which
+/// kept the ids of cells run before they existed; config files and `--set` address them anyway.
+fn list_opt_in_knobs(tree: &mut toml::Value) {
+    if let Some(train) = tree.get_mut("train").and_then(toml::Value::as_table_mut) {
+        train
+            .entry("bf16_matmuls")
+            .or_insert(toml::Value::Boolean(false));
+    }
+}
+
 /// Makes `value` fit the type of the knob it replaces (an integer where a float is expected,
 /// a single item where a list is expected).
 fn coerce(old: &toml::Value, value: toml::Value) -> Result<toml::Value> {
@@ -633,8 +644,19 @@ mod tests {
             "models=hf:org/model".to_string(),
             "runner=fake".to_string(),
             "b.enabled=false".to_string(),
+            "train.bf16_matmuls=true".to_string(),
         ];
+        assert!(
+            !Knobs::resolve("smoke", None, &[])
+                .unwrap()
+                .train
+                .bf16_matmuls
+        );
         let k = Knobs::resolve("smoke", None, &sets).unwrap();
+        assert!(
+            k.train.bf16_matmuls,
+            "an opt-in knob left out of the tree is still set"
+        );
         assert_eq!(k.a.train_sizes, vec![10, 20]);
         assert_eq!(k.train.learning_rate, 1.0);
         assert_eq!(k.models, vec!["hf:org/model".to_string()]);

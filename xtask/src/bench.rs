@@ -176,7 +176,8 @@ impl Workload {
     }
 
     /// (engine variants, peer variants), each as (worker name, label). The first engine variant
-    /// is the reference of the ratios.
+    /// is the reference of the ratios. A `-bf16` variant runs its matmuls in bf16: the
+    /// engine's products with the frozen weights, the peer's autocast region.
     #[allow(clippy::type_complexity)]
     fn sides(
         &self,
@@ -193,10 +194,21 @@ impl Workload {
                 ],
             ),
             Self::Train { .. } => (
-                vec![("train", "sde engine (candle)")],
+                vec![
+                    ("train", "sde engine (candle)"),
+                    (
+                        "train-bf16",
+                        "sde engine (candle), bf16 products with the frozen weights",
+                    ),
+                ],
                 vec![
                     ("train", "PEFT LoRA, all logits (the standard recipe)"),
                     ("train-keep", "PEFT LoRA, lm_head on the last 33 positions"),
+                    ("train-bf16", "PEFT LoRA, all logits, bf16 autocast"),
+                    (
+                        "train-keep-bf16",
+                        "PEFT LoRA, lm_head on the last 33 positions, bf16 autocast",
+                    ),
                 ],
             ),
             Self::Decode { shared, .. } if *shared > 0 => (
@@ -229,10 +241,21 @@ impl Workload {
                 ],
             ),
             Self::Score { .. } => (
-                vec![("score", "sde engine (candle)")],
+                vec![
+                    ("score", "sde engine (candle)"),
+                    (
+                        "score-bf16",
+                        "sde engine (candle), bf16 products with the frozen weights",
+                    ),
+                ],
                 vec![
                     ("score", "transformers, all logits"),
                     ("score-keep", "transformers, logits_to_keep=33"),
+                    ("score-bf16", "transformers, all logits, bf16 autocast"),
+                    (
+                        "score-keep-bf16",
+                        "transformers, logits_to_keep=33, bf16 autocast",
+                    ),
                 ],
             ),
         }
@@ -561,6 +584,16 @@ struct Row {
     /// Q8_0 decode rows: the share of the f32 greedy tokens reproduced before the first
     /// divergence, on the same prompts.
     agreement: Option<f64>,
+    /// Engine bf16 rows: how far the bf16 pass is from the f32 one (the worker's
+    /// `bf16_vs_f32`).
+    bf16_vs_f32: Option<Value>,
+}
+
+impl Row {
+    /// Whether this row's matmuls ran in bf16.
+    fn bf16(&self) -> bool {
+        self.side.ends_with("-bf16")
+    }
 }
 
 /// `cargo xtask bench`.
@@ -658,6 +691,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     .ok();
     pb.inc(1);
     let fma_peak = fma.as_ref().and_then(|v| median_of(v, "gflops"));
+    let bf16_peak = fma.as_ref().and_then(|v| median_of(v, "bf16_gflops"));
     let sde_peak = sde_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
     let peer_peak = peer_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
 
@@ -671,7 +705,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             sde_args.extend(protocol.flags(w));
             sde_args.extend(["--gguf".into(), gguf_arg.clone()]);
             pb.set_message(format!("{}: engine {variant}", w.id()));
-            let side = if i == 0 { "sde" } else { variant };
+            let side = match (i, variant.ends_with("-bf16")) {
+                (0, _) => "sde",
+                (_, true) => "sde-bf16",
+                _ => variant,
+            };
             match run_json(sde_cmd(&sde_args), &format!("engine {variant} {}", w.id())) {
                 Ok(v) => {
                     if let Some((tok_s, min, max)) = rates(&v) {
@@ -685,6 +723,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             gflops: tok_s * flops_per_token(w, "sde") / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
+                            bf16_vs_f32: v.get("bf16_vs_f32").filter(|x| !x.is_null()).cloned(),
                         });
                     }
                     raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "result": v}));
@@ -714,9 +753,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             tok_s,
                             min,
                             max,
-                            gflops: tok_s * flops_per_token(w, variant) / 1e9,
+                            gflops: tok_s * flops_per_token(w, variant.trim_end_matches("-bf16"))
+                                / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
+                            bf16_vs_f32: None,
                         });
                     }
                     raw.push(
@@ -759,6 +800,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         sde_peak,
         peer_peak,
         fma_peak,
+        bf16_peak,
         load: (load_start, load_end),
         others,
         started,
@@ -778,6 +820,9 @@ struct Report<'a> {
     peer_peak: Option<f64>,
     /// Measured FP32 FMA throughput (AVX-512 FMA chains on 2 threads).
     fma_peak: Option<f64>,
+    /// Measured bf16 dot-product throughput (`vdpbf16ps` chains on 2 threads), where the CPU
+    /// has AVX512-BF16.
+    bf16_peak: Option<f64>,
     load: (Option<f64>, Option<f64>),
     /// Share of the CPUs other processes used during the run.
     others: Option<f64>,
@@ -927,12 +972,19 @@ fn render(r: &Report<'_>) -> String {
         s,
         "| FP32 FMA peak of the issue's reference machine (Zen 5, full-width AVX-512), for comparison | {REFERENCE_FMA_PEAK_GFLOPS:.0} |\n"
     );
+    if let Some(p) = r.bf16_peak {
+        let _ = writeln!(
+            s,
+            "| bf16 dot-product peak, measured (12 independent `vdpbf16ps` chains per thread, f32 sums, 2 threads) | {p:.1} |\n"
+        );
+    }
     let fma_peak = r.fma_peak.unwrap_or(REFERENCE_FMA_PEAK_GFLOPS);
 
     let _ = writeln!(s, "## Results\n");
     let _ = writeln!(
         s,
-        "tokens/s counts every token of the batch (batch × sequence) for training and scoring, and new tokens for generation. Executed GFLOP/s = tokens/s × the FLOPs each side actually runs per token (matmuls and attention; a LoRA step counts the base forward and activation gradients, no base weight gradients; the engine projects to the vocabulary only at the loss positions). \"% matmul peak\" divides by the same side's measured 2048³ matmul; \"% FMA peak\" by the measured FMA peak ({fma_peak:.0}).\n"
+        "tokens/s counts every token of the batch (batch × sequence) for training and scoring, and new tokens for generation. Executed GFLOP/s = tokens/s × the FLOPs each side actually runs per token (matmuls and attention; a LoRA step counts the base forward and activation gradients, no base weight gradients; the engine projects to the vocabulary only at the loss positions). \"sde ÷ this\" divides the engine's row of the same precision (f32 or bf16) by this row. \"% matmul peak\" divides by the same side's measured 2048³ matmul; \"% FMA peak\" by the measured FMA peak ({fma_peak:.0}), and for the bf16 rows by the measured bf16 dot-product peak ({}), where both are undefined for f32 matmuls. A bf16 row runs the same FLOPs as its f32 row, in bf16: the engine only its products with the frozen weights (f32 elsewhere), the peer everything under `torch.autocast`.\n",
+        fmt_opt(r.bf16_peak, 0)
     );
     let _ = writeln!(
         s,
@@ -940,9 +992,19 @@ fn render(r: &Report<'_>) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for (w, rows) in r.table {
-        let sde = rows.iter().find(|x| x.side == "sde").map(|x| x.tok_s);
+        let engine = |side: &str| rows.iter().find(|x| x.side == side).map(|x| x.tok_s);
         for row in rows {
-            let peak = if row.engine { r.sde_peak } else { r.peer_peak };
+            let sde = engine(if row.bf16() { "sde-bf16" } else { "sde" });
+            let peak = match (row.bf16(), row.engine) {
+                (true, _) => None,
+                (false, true) => r.sde_peak,
+                (false, false) => r.peer_peak,
+            };
+            let unit_peak = if row.bf16() {
+                r.bf16_peak
+            } else {
+                Some(fma_peak)
+            };
             let ratio = if row.engine {
                 "".to_string()
             } else {
@@ -950,7 +1012,7 @@ fn render(r: &Report<'_>) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.1} | {:.1}..{:.1} | {} | {:.1} | {} | {:.0}% | {} |",
+                "| {} | {} | {:.1} | {:.1}..{:.1} | {} | {:.1} | {} | {} | {} |",
                 w.id(),
                 row.tool,
                 row.tok_s,
@@ -959,7 +1021,7 @@ fn render(r: &Report<'_>) -> String {
                 ratio,
                 row.gflops,
                 peak.map_or("–".into(), |p| format!("{:.0}%", 100.0 * row.gflops / p)),
-                100.0 * row.gflops / fma_peak,
+                unit_peak.map_or("–".into(), |p| format!("{:.0}%", 100.0 * row.gflops / p)),
                 fmt_opt(row.rss, 0)
             );
         }
@@ -987,6 +1049,39 @@ fn render(r: &Report<'_>) -> String {
             s,
             "\n## Q8_0 fidelity\n\nThe share of the engine's f32 greedy tokens that each Q8_0 variant reproduces before its first divergence, on the same prompts (an untimed run of its own; one early flip at a thin margin costs the rest of the row).\n\n| workload | variant | tokens as f32 |\n|---|---|---|\n{}",
             fidelity.join("\n")
+        );
+    }
+
+    let bf16_fidelity: Vec<String> = r
+        .table
+        .iter()
+        .flat_map(|(w, rows)| {
+            rows.iter().filter_map(move |row| {
+                let f = row.bf16_vs_f32.as_ref()?;
+                let num = |k: &str| f.get(k).and_then(Value::as_f64);
+                Some(match w {
+                    Workload::Train { .. } => format!(
+                        "| {} | loss {} relative; LoRA gradients {} relative (‖g_bf16 − g_f32‖ / ‖g_f32‖) |",
+                        w.id(),
+                        num("loss_rel_diff").map_or("–".into(), |x| format!("{x:.1e}")),
+                        num("grad_rel_diff").map_or("–".into(), |x| format!("{x:.1e}")),
+                    ),
+                    _ => format!(
+                        "| {} | log-likelihood per scored token: mean |Δ| {}, max |Δ| {} (mean value {}) |",
+                        w.id(),
+                        fmt_opt(num("mean_abs_logprob_diff_per_token"), 4),
+                        fmt_opt(num("max_abs_logprob_diff_per_token"), 4),
+                        fmt_opt(num("mean_logprob_per_token"), 2),
+                    ),
+                })
+            })
+        })
+        .collect();
+    if !bf16_fidelity.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## bf16 fidelity\n\nHow far the engine's bf16 pass is from its f32 pass on the same input and weights (untimed, after the timed part of the bf16 worker; random token ids, so the losses are high).\n\n| workload | bf16 against f32 |\n|---|---|\n{}",
+            bf16_fidelity.join("\n")
         );
     }
 
@@ -1041,16 +1136,53 @@ fn render(r: &Report<'_>) -> String {
                     50.0,
                     "%",
                 );
-                let rss = sde
-                    .and_then(|a| a.rss)
-                    .zip(get(w, "train").and_then(|b| b.rss))
-                    .map(|(a, b)| b / a);
+                let rss = |side: &str| {
+                    get(w, side)
+                        .and_then(|a| a.rss)
+                        .zip(get(w, "train").and_then(|b| b.rss))
+                        .map(|(a, b)| b / a)
+                };
                 target(
                     format!("{}: peak RSS ≤ the peer's (peer ÷ sde ≥ 1)", w.id()),
-                    rss,
+                    rss("sde"),
                     1.0,
                     "×",
                 );
+                if get(w, "sde-bf16").is_some() {
+                    let ratio =
+                        |a: &str, b: &str| get(w, a).zip(get(w, b)).map(|(a, b)| a.tok_s / b.tok_s);
+                    for (peer, goal, what) in [
+                        ("train", 2.0, "≥ 2× PEFT tokens/s (peer in f32)"),
+                        (
+                            "train-keep",
+                            1.5,
+                            "≥ 1.5× PEFT with logits only where needed (peer in f32)",
+                        ),
+                        (
+                            "train-bf16",
+                            2.0,
+                            "≥ 2× PEFT tokens/s, peer in bf16 autocast too",
+                        ),
+                        (
+                            "train-keep-bf16",
+                            1.5,
+                            "≥ 1.5× PEFT with logits only where needed, peer in bf16 autocast too",
+                        ),
+                    ] {
+                        target(
+                            format!("{}, engine in bf16: {what}", w.id()),
+                            ratio("sde-bf16", peer),
+                            goal,
+                            "×",
+                        );
+                    }
+                    target(
+                        format!("{}, engine in bf16: peak RSS ≤ the peer's (f32)", w.id()),
+                        rss("sde-bf16"),
+                        1.0,
+                        "×",
+                    );
+                }
             }
             Workload::Decode { batch, .. } => {
                 let goal = if *batch == 1 { 4.0 } else { 2.0 };
@@ -1080,6 +1212,19 @@ fn render(r: &Report<'_>) -> String {
             Workload::Score { .. } => {
                 let ratio = sde.zip(get(w, "score")).map(|(a, b)| a.tok_s / b.tok_s);
                 target(format!("{}: ≥ 2× the peer", w.id()), ratio, 2.0, "×");
+                if let Some(bf16) = get(w, "sde-bf16") {
+                    for (peer, what) in [
+                        ("score", "≥ 2× the peer (peer in f32)"),
+                        ("score-bf16", "≥ 2× the peer, peer in bf16 autocast too"),
+                    ] {
+                        target(
+                            format!("{}, engine in bf16: {what}", w.id()),
+                            get(w, peer).map(|b| bf16.tok_s / b.tok_s),
+                            2.0,
+                            "×",
+                        );
+                    }
+                }
             }
         }
     }

@@ -14,8 +14,8 @@
 //! sde-bench-worker score-bf16 --batch 8 ...   (likewise)
 //! ```
 //!
-//! The bf16 workloads first run the f32 and the bf16 pass once on the same input (untimed)
-//! and report how far apart they are: the loss and the LoRA gradients (train), the
+//! After the timed part, the bf16 workloads run the bf16 and the f32 pass once more on the
+//! same input (untimed) and report how far apart they are: the loss and the LoRA gradients (train), the
 //! log-likelihood of each item (score).
 //!
 //! `--shared N` makes the first N tokens of every row the same (train, decode, score), which
@@ -86,11 +86,17 @@ fn parse_args() -> Result<Args> {
 /// Measured f32 FMA throughput in GFLOP/s: `threads` threads, each running 12 independent
 /// chains of 16-lane fused multiply-adds (enough to cover the FMA latency) for about a second.
 fn fma_peak(threads: usize) -> f64 {
+    chain_peak(threads, fma_chains)
+}
+
+/// GFLOP/s of `threads` threads each running `chains(iters, seed)` (which returns a sum to
+/// keep and the FLOPs of one round over 2).
+fn chain_peak(threads: usize, chains: fn(usize, f32) -> (f32, usize)) -> f64 {
     let iters = 20_000_000usize;
     let start = Instant::now();
     let sink: (f32, usize) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| scope.spawn(move || fma_chains(iters, t as f32 * 1e-3)))
+            .map(|t| scope.spawn(move || chains(iters, t as f32 * 1e-3)))
             .collect();
         handles
             .into_iter()
@@ -120,6 +126,46 @@ fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
         s = _mm512_add_ps(s, *v);
     }
     (_mm512_reduce_add_ps(s), 12 * 16)
+}
+
+/// `iters` rounds of `a += x · y` over pairs of bf16 (`vdpbf16ps`, 32 multiplies and adds a
+/// 16-lane instruction) on 12 independent chains; returns their sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn bf16_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
+    use std::arch::x86_64::{
+        _mm512_add_ps, _mm512_cvtne2ps_pbh, _mm512_dpbf16_ps, _mm512_reduce_add_ps, _mm512_set1_ps,
+    };
+    let x = _mm512_cvtne2ps_pbh(
+        _mm512_set1_ps(std::hint::black_box(0.5)),
+        _mm512_set1_ps(std::hint::black_box(0.25)),
+    );
+    let mut a = [_mm512_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm512_dpbf16_ps(*v, x, x);
+        }
+    }
+    let mut s = a[0];
+    for v in &a[1..] {
+        s = _mm512_add_ps(s, *v);
+    }
+    (_mm512_reduce_add_ps(s), 12 * 32)
+}
+
+/// Measured bf16 dot-product throughput (f32 sums) in GFLOP/s, where the CPU has
+/// AVX512-BF16: the peak of the engine's bf16 products.
+#[allow(unsafe_code)]
+fn bf16_peak(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if sde_engine::bf16::supported() {
+        // SAFETY: the CPU has avx512f and avx512bf16 (checked at run time just above).
+        return Some(chain_peak(threads, |i, s| unsafe {
+            bf16_chains_avx512(i, s)
+        }));
+    }
+    let _ = threads;
+    None
 }
 
 /// [`fma_chains_avx512`] on builds with AVX-512 enabled.
@@ -235,14 +281,8 @@ fn main() -> Result<()> {
             model.add_lora(&bench_lora())?;
             let load_s = started.elapsed().as_secs_f64();
             let mut step = TrainStep::new(&model, args.batch, args.seq, args.shared, 11)?;
-            let fidelity = if args.workload == "train-bf16" {
-                let want = step.loss_and_grads(&model)?;
-                model.set_bf16_matmuls(true)?;
-                let got = step.loss_and_grads(&model)?;
-                Some(train_fidelity(&got, &want)?)
-            } else {
-                None
-            };
+            let bf16 = args.workload == "train-bf16";
+            model.set_bf16_matmuls(bf16)?;
             let steps = args.steps.unwrap_or(10);
             reset_peak_rss();
             let mut losses = Vec::new();
@@ -250,10 +290,19 @@ fn main() -> Result<()> {
                 losses.push(step.run(&model)?);
                 Ok(())
             })?;
+            let peak_rss = peak_rss_mib();
+            let fidelity = if bf16 {
+                let got = step.loss_and_grads(&model)?;
+                model.set_bf16_matmuls(false)?;
+                let want = step.loss_and_grads(&model)?;
+                Some(train_fidelity(&got, &want)?)
+            } else {
+                None
+            };
             json!({
                 "workload": args.workload, "batch": args.batch, "seq": args.seq, "shared": args.shared, "rep_seconds": times,
                 "tokens_per_rep": steps * step.tokens, "steps_per_rep": steps, "load_seconds": load_s,
-                "peak_rss_mib": peak_rss_mib(), "loss_first": losses.first(), "loss_last": losses.last(), "bf16_vs_f32": fidelity,
+                "peak_rss_mib": peak_rss, "loss_first": losses.first(), "loss_last": losses.last(), "bf16_vs_f32": fidelity,
             })
         }
         "decode" | "decode-q8" | "decode-q8-all" | "decode-q8-prompts" => {
@@ -293,10 +342,18 @@ fn main() -> Result<()> {
             let mut model = load(&args)?;
             let load_s = started.elapsed().as_secs_f64();
             let items = score_items(&model, args.batch, args.shared, 17);
-            let fidelity = if args.workload == "score-bf16" {
-                let want = score_sums(&model, &items)?;
-                model.set_bf16_matmuls(true)?;
+            let bf16 = args.workload == "score-bf16";
+            model.set_bf16_matmuls(bf16)?;
+            let steps = args.steps.unwrap_or(5);
+            reset_peak_rss();
+            let times = time_reps(args.reps, steps, args.warmup.unwrap_or(2), || {
+                Ok(run_score(&model, &items).map(drop)?)
+            })?;
+            let peak_rss = peak_rss_mib();
+            let fidelity = if bf16 {
                 let got = score_sums(&model, &items)?;
+                model.set_bf16_matmuls(false)?;
+                let want = score_sums(&model, &items)?;
                 let diffs: Vec<f64> = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).collect();
                 let per_token = NEW_TOKENS as f64;
                 Some(json!({
@@ -307,15 +364,10 @@ fn main() -> Result<()> {
             } else {
                 None
             };
-            let steps = args.steps.unwrap_or(5);
-            reset_peak_rss();
-            let times = time_reps(args.reps, steps, args.warmup.unwrap_or(2), || {
-                Ok(run_score(&model, &items).map(drop)?)
-            })?;
             json!({
                 "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS + NEW_TOKENS, "shared": args.shared,
                 "rep_seconds": times, "tokens_per_rep": steps * args.batch * (PROMPT_TOKENS + NEW_TOKENS),
-                "steps_per_rep": steps, "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "bf16_vs_f32": fidelity,
+                "steps_per_rep": steps, "load_seconds": load_s, "peak_rss_mib": peak_rss, "bf16_vs_f32": fidelity,
             })
         }
         "matmul" => {
@@ -341,7 +393,8 @@ fn main() -> Result<()> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let gflops: Vec<f64> = (0..args.reps).map(|_| fma_peak(threads)).collect();
-            json!({ "workload": "fma", "threads": threads, "gflops": gflops })
+            let bf16: Option<Vec<f64>> = (0..args.reps).map(|_| bf16_peak(threads)).collect();
+            json!({ "workload": "fma", "threads": threads, "gflops": gflops, "bf16_gflops": bf16 })
         }
         other => bail!(
             "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul or fma)"

@@ -262,6 +262,17 @@ impl Workload {
     }
 }
 
+/// The row key of the `i`-th engine variant of a workload: `sde` for the first (the reference
+/// of the ratios), `sde-bf16` for the bf16 one, else the worker name. Peer rows are keyed by
+/// their variant name, which no engine key equals.
+fn engine_side(i: usize, variant: &'static str) -> &'static str {
+    match (i, variant.ends_with("-bf16")) {
+        (0, _) => "sde",
+        (_, true) => "sde-bf16",
+        _ => variant,
+    }
+}
+
 /// Protocol: timed reps, calls per rep, warm-up calls.
 #[derive(Debug, Clone, Copy)]
 struct Protocol {
@@ -705,11 +716,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             sde_args.extend(protocol.flags(w));
             sde_args.extend(["--gguf".into(), gguf_arg.clone()]);
             pb.set_message(format!("{}: engine {variant}", w.id()));
-            let side = match (i, variant.ends_with("-bf16")) {
-                (0, _) => "sde",
-                (_, true) => "sde-bf16",
-                _ => variant,
-            };
+            let side = engine_side(i, variant);
             match run_json(sde_cmd(&sde_args), &format!("engine {variant} {}", w.id())) {
                 Ok(v) => {
                     if let Some((tok_s, min, max)) = rates(&v) {
@@ -1240,6 +1247,28 @@ fn render(r: &Report<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_and_peer_rows_never_share_a_key() {
+        for w in Workload::all() {
+            let (engine, peer) = w.sides();
+            let keys: Vec<&str> = engine
+                .iter()
+                .enumerate()
+                .map(|(i, (v, _))| engine_side(i, v))
+                .collect();
+            assert_eq!(keys[0], "sde", "{}", w.id());
+            for (v, _) in &peer {
+                assert!(!keys.contains(v), "{}: peer {v} collides", w.id());
+            }
+            let bf16_engine = engine.iter().any(|(v, _)| v.ends_with("-bf16"));
+            let bf16_peer = peer.iter().any(|(v, _)| v.ends_with("-bf16"));
+            assert_eq!(bf16_engine, bf16_peer, "{}: bf16 on one side only", w.id());
+            if bf16_engine {
+                assert!(keys.contains(&"sde-bf16"));
+            }
+        }
+    }
 
     #[test]
     fn utc_dates_are_civil() {

@@ -164,7 +164,7 @@ impl TrainStep {
     /// The loss and LoRA gradients of this step's batch, without an optimizer step.
     pub fn loss_and_grads(&self, model: &Llama) -> Result<sde_engine::model::LossAndGrads> {
         let b = &self.batch;
-        Ok(model.lora_loss_and_grads(b, b.n_loss_tokens)?)
+        model.lora_loss_and_grads(b, b.n_loss_tokens)
     }
 
     /// Runs one step and returns the loss (mean over the loss tokens).

@@ -101,9 +101,9 @@ pub struct TrainKnobs {
     /// Longest training sequence in tokens (longer prompts are cut, never completions).
     pub max_seq_len: usize,
     /// Run training's products with the frozen weights in bf16 (f32 sums) on CPUs with
-    /// AVX512-BF16 (`Llama::set_bf16_matmuls`): about 1.5 times faster training, gradients
-    /// within about 1% of f32. Evaluation stays f32. Off, it is left out of the cell spec, so
-    /// cell ids stay as they were.
+    /// AVX512-BF16 (`Llama::set_bf16_matmuls`): about 1.4 times faster training, with the
+    /// rounding effects measured in `docs/performance.md` and `docs/guide.md`. Evaluation
+    /// stays f32. Off, it is left out of the cell spec, so cell ids stay as they were.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bf16_matmuls: bool,
 }

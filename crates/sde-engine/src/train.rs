@@ -46,8 +46,9 @@ pub struct TrainConfig {
     #[serde(default = "share_prefix_default")]
     pub share_prefix: bool,
     /// Run the products with the frozen weights in bf16 ([`Llama::set_bf16_matmuls`], which
-    /// the caller turns on first; [`train`] checks that the two agree). About 1.5 times
-    /// faster on CPUs with AVX512-BF16; gradients within about 1% of f32.
+    /// the caller turns on first; [`train`] checks that the two agree). About 1.4 times
+    /// faster on CPUs with AVX512-BF16; losses within 1e-4 of f32, gradients a few percent
+    /// apart (see `docs/performance.md`).
     #[serde(default)]
     pub bf16_matmuls: bool,
 }

@@ -108,11 +108,23 @@ fn chain_peak(threads: usize, chains: fn(usize, f32) -> (f32, usize)) -> f64 {
     flops / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// The sum of every lane of 12 chains of the peak loops.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sum_chains(a: &[std::arch::x86_64::__m512; 12]) -> f32 {
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_reduce_add_ps};
+    let mut s = a[0];
+    for v in &a[1..] {
+        s = _mm512_add_ps(s, *v);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
 /// `iters` rounds of `a = a * x + y` on 12 independent 16-lane chains; returns their sum.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 #[target_feature(enable = "avx512f")]
 fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
-    use std::arch::x86_64::{_mm512_add_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, _mm512_set1_ps};
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_set1_ps};
     let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
     let y = _mm512_set1_ps(std::hint::black_box(1e-7));
     let mut a = [_mm512_set1_ps(seed); 12];
@@ -121,11 +133,7 @@ fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
             *v = _mm512_fmadd_ps(*v, x, y);
         }
     }
-    let mut s = a[0];
-    for v in &a[1..] {
-        s = _mm512_add_ps(s, *v);
-    }
-    (_mm512_reduce_add_ps(s), 12 * 16)
+    (sum_chains(&a), 12 * 16)
 }
 
 /// `iters` rounds of `a += x · y` over pairs of bf16 (`vdpbf16ps`, 32 multiplies and adds a
@@ -133,9 +141,7 @@ fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn bf16_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
-    use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_cvtne2ps_pbh, _mm512_dpbf16_ps, _mm512_reduce_add_ps, _mm512_set1_ps,
-    };
+    use std::arch::x86_64::{_mm512_cvtne2ps_pbh, _mm512_dpbf16_ps, _mm512_set1_ps};
     let x = _mm512_cvtne2ps_pbh(
         _mm512_set1_ps(std::hint::black_box(0.5)),
         _mm512_set1_ps(std::hint::black_box(0.25)),
@@ -146,11 +152,7 @@ fn bf16_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
             *v = _mm512_dpbf16_ps(*v, x, x);
         }
     }
-    let mut s = a[0];
-    for v in &a[1..] {
-        s = _mm512_add_ps(s, *v);
-    }
-    (_mm512_reduce_add_ps(s), 12 * 32)
+    (sum_chains(&a), 12 * 32)
 }
 
 /// Measured bf16 dot-product throughput (f32 sums) in GFLOP/s, where the CPU has

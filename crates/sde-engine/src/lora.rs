@@ -61,16 +61,15 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// `x`: `[..., in]` → `[..., out]`. Inference products of at most `q8_rows` rows read the
-    /// Q8_0 copy of the weight where there is one.
+    /// `x`: `[..., in]` → `[..., out]`, with the inference products `precision` chooses.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         train: bool,
-        q8_rows: usize,
-        bf16: bool,
+        precision: InferencePrecision,
         rng: &Mutex<ChaCha8Rng>,
     ) -> Result<Tensor> {
+        let InferencePrecision { q8_rows, bf16 } = precision;
         let dims = x.dims().to_vec();
         let in_f = *dims
             .last()
@@ -209,6 +208,16 @@ impl Linear {
         }
         Ok(())
     }
+}
+
+/// Which copy of a frozen weight an inference product reads, by its number of rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InferencePrecision {
+    /// Products of at most this many rows read the Q8_0 copy, where there is one.
+    pub(crate) q8_rows: usize,
+    /// Products of more than [`Q8_MAX_ROWS`] rows read the bf16 copy
+    /// (`Llama::set_bf16_matmuls`).
+    pub(crate) bf16: bool,
 }
 
 /// Inference products with at most this many rows (decode steps) use the Q8_0 weights when

@@ -237,11 +237,8 @@ struct Geometry {
     /// `[b, 1, 1, t, past + t]` additive bias.
     bias: Tensor,
     past: usize,
-    /// Inference products of at most this many rows read the Q8_0 weights (where made).
-    q8_rows: usize,
-    /// Inference products of more rows than [`crate::lora::Q8_MAX_ROWS`] run in bf16
-    /// ([`Llama::set_bf16_matmuls`]).
-    bf16: bool,
+    /// Which weight copies the inference products read.
+    precision: crate::lora::InferencePrecision,
 }
 
 impl Llama {
@@ -454,7 +451,7 @@ impl Llama {
         if self.q8_scope == Q8Scope::LayersHeadAndPrompts
             && cache.as_deref().is_some_and(|c| c.generation)
         {
-            geo.q8_rows = usize::MAX;
+            geo.precision.q8_rows = usize::MAX;
         }
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let mut x = self
@@ -472,16 +469,11 @@ impl Llama {
             x = (residual + attn)?;
             let residual = x.clone();
             let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
-            let g = layer
-                .gate
-                .forward(&hn, train, geo.q8_rows, geo.bf16, &self.rng)?;
-            let u = layer
-                .up
-                .forward(&hn, train, geo.q8_rows, geo.bf16, &self.rng)?;
-            let m =
-                layer
-                    .down
-                    .forward(&(g.silu()? * u)?, train, geo.q8_rows, geo.bf16, &self.rng)?;
+            let g = layer.gate.forward(&hn, train, geo.precision, &self.rng)?;
+            let u = layer.up.forward(&hn, train, geo.precision, &self.rng)?;
+            let m = layer
+                .down
+                .forward(&(g.silu()? * u)?, train, geo.precision, &self.rng)?;
             x = (residual + m)?;
         }
         if let Some(c) = cache {
@@ -649,8 +641,9 @@ impl Llama {
     /// with AVX512-BF16: training's forward and input-gradient products, and inference
     /// products of more than 16 rows (scoring, prompts). Twice the arithmetic rate of f32;
     /// the weights are rounded to bf16 and packed on first use (two copies of 2 bytes a
-    /// weight; turning it off frees them). Attention, LoRA factors, norms and the output head stay f32, as do decode
-    /// steps. Off by default; `docs/performance.md` measures what it changes.
+    /// weight; turning it off frees them). Attention, LoRA factors, norms and the output
+    /// head stay f32, as do decode steps. Off by default; `docs/performance.md` measures
+    /// what it changes.
     pub fn set_bf16_matmuls(&mut self, on: bool) -> Result<()> {
         if on && !(self.device.is_cpu() && crate::bf16::supported()) {
             return Err(EngineError::invalid(
@@ -774,8 +767,10 @@ impl Llama {
             sin,
             bias,
             past,
-            q8_rows: crate::lora::Q8_MAX_ROWS,
-            bf16: self.bf16,
+            precision: crate::lora::InferencePrecision {
+                q8_rows: crate::lora::Q8_MAX_ROWS,
+                bf16: self.bf16,
+            },
         })
     }
 
@@ -809,19 +804,19 @@ impl Llama {
         let rep = nh / nkv;
         let q = layer
             .q
-            .forward(x, train, geo.q8_rows, geo.bf16, &self.rng)?
+            .forward(x, train, geo.precision, &self.rng)?
             .reshape((b, t, nh, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let k = layer
             .k
-            .forward(x, train, geo.q8_rows, geo.bf16, &self.rng)?
+            .forward(x, train, geo.precision, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let v = layer
             .v
-            .forward(x, train, geo.q8_rows, geo.bf16, &self.rng)?
+            .forward(x, train, geo.precision, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -865,9 +860,7 @@ impl Llama {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        layer
-            .o
-            .forward(&out, train, geo.q8_rows, geo.bf16, &self.rng)
+        layer.o.forward(&out, train, geo.precision, &self.rng)
     }
 }
 

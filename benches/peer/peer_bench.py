@@ -117,9 +117,36 @@ def train(args, keep):
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         return loss
 
+    def grads(bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = train_loss()
+        loss.backward()
+        out = [p.grad.detach().double().clone() for p in model.parameters() if p.requires_grad]
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item(), out
+
+    def fidelity():
+        """The engine worker's measure: autocast against f32 on the current weights."""
+        got_loss, got = grads(True)
+        want_loss, want = grads(False)
+        diff = sum(float(((g - w) ** 2).sum()) for g, w in zip(got, want)) ** 0.5
+        norm = sum(float((w**2).sum()) for w in want) ** 0.5
+        return abs(got_loss - want_loss) / abs(want_loss), diff / norm
+
+    start = fidelity() if args.bf16 else None
     steps = args.steps or 10
     reset_peak_rss()
     times = time_reps(args.reps, steps, 2 if args.warmup is None else args.warmup, step)
+    peak_rss = peak_rss_mib()
+    bf16_vs_f32 = None
+    if args.bf16:
+        end = fidelity()
+        bf16_vs_f32 = {
+            "loss_rel_diff_start": start[0],
+            "grad_rel_diff_start": start[1],
+            "loss_rel_diff": end[0],
+            "grad_rel_diff": end[1],
+        }
     return {
         "workload": args.workload,
         "batch": args.batch,
@@ -128,9 +155,10 @@ def train(args, keep):
         "tokens_per_rep": steps * args.batch * args.seq,
         "steps_per_rep": steps,
         "load_seconds": load_s,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak_rss,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
+        "bf16_vs_f32": bf16_vs_f32,
     }
 
 
@@ -184,19 +212,34 @@ def score(args, keep):
     ids = random_ids(args.batch, seq, model.config.vocab_size, 17, args.shared)
     mask = torch.ones_like(ids)
 
-    def forward():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+    def sums(bf16):
+        """Each row's summed log-likelihood of its scored tokens."""
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if keep:
                 logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=NEW_TOKENS + 1).logits
                 logits = logits[:, :-1, :]
             else:
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, PROMPT_TOKENS - 1 : -1, :]
             logp = torch.log_softmax(logits.float(), dim=-1)
-            return logp.gather(-1, ids[:, PROMPT_TOKENS:].unsqueeze(-1)).sum().item()
+            return logp.gather(-1, ids[:, PROMPT_TOKENS:].unsqueeze(-1)).sum(dim=(1, 2))
+
+    def forward():
+        return sums(args.bf16).sum().item()
 
     steps = args.steps or 5
     reset_peak_rss()
     times = time_reps(args.reps, steps, 2 if args.warmup is None else args.warmup, forward)
+    peak_rss = peak_rss_mib()
+    bf16_vs_f32 = None
+    if args.bf16:
+        # Untimed: the engine worker's measure, per scored token.
+        got, want = sums(True).double(), sums(False).double()
+        diffs = (got - want).abs() / NEW_TOKENS
+        bf16_vs_f32 = {
+            "max_abs_logprob_diff_per_token": float(diffs.max()),
+            "mean_abs_logprob_diff_per_token": float(diffs.mean()),
+            "mean_logprob_per_token": float(want.mean()) / NEW_TOKENS,
+        }
     return {
         "workload": args.workload,
         "batch": args.batch,
@@ -205,7 +248,8 @@ def score(args, keep):
         "tokens_per_rep": steps * args.batch * seq,
         "steps_per_rep": steps,
         "load_seconds": load_s,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak_rss,
+        "bf16_vs_f32": bf16_vs_f32,
     }
 
 

@@ -595,8 +595,8 @@ struct Row {
     /// Q8_0 decode rows: the share of the f32 greedy tokens reproduced before the first
     /// divergence, on the same prompts.
     agreement: Option<f64>,
-    /// Engine bf16 rows: how far the bf16 pass is from the f32 one (the worker's
-    /// `bf16_vs_f32`).
+    /// bf16 rows (both sides): how far the bf16 pass is from the f32 one on the same input
+    /// and weights (the workers' `bf16_vs_f32`).
     bf16_vs_f32: Option<Value>,
 }
 
@@ -764,7 +764,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                                 / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
-                            bf16_vs_f32: None,
+                            bf16_vs_f32: v.get("bf16_vs_f32").filter(|x| !x.is_null()).cloned(),
                         });
                     }
                     raw.push(
@@ -1066,16 +1066,21 @@ fn render(r: &Report<'_>) -> String {
             rows.iter().filter_map(move |row| {
                 let f = row.bf16_vs_f32.as_ref()?;
                 let num = |k: &str| f.get(k).and_then(Value::as_f64);
+                let sci = |k: &str| num(k).map_or("–".into(), |x| format!("{x:.1e}"));
                 Some(match w {
                     Workload::Train { .. } => format!(
-                        "| {} | loss {} relative; LoRA gradients {} relative (‖g_bf16 − g_f32‖ / ‖g_f32‖) |",
+                        "| {} | {} | loss {} → {}; LoRA gradients {} → {} |",
                         w.id(),
-                        num("loss_rel_diff").map_or("–".into(), |x| format!("{x:.1e}")),
-                        num("grad_rel_diff").map_or("–".into(), |x| format!("{x:.1e}")),
+                        row.tool,
+                        sci("loss_rel_diff_start"),
+                        sci("loss_rel_diff"),
+                        sci("grad_rel_diff_start"),
+                        sci("grad_rel_diff"),
                     ),
                     _ => format!(
-                        "| {} | log-likelihood per scored token: mean |Δ| {}, max |Δ| {} (mean value {}) |",
+                        "| {} | {} | log-likelihood per scored token: mean \\|Δ\\| {}, max \\|Δ\\| {} (mean value {}) |",
                         w.id(),
+                        row.tool,
                         fmt_opt(num("mean_abs_logprob_diff_per_token"), 4),
                         fmt_opt(num("max_abs_logprob_diff_per_token"), 4),
                         fmt_opt(num("mean_logprob_per_token"), 2),
@@ -1087,7 +1092,7 @@ fn render(r: &Report<'_>) -> String {
     if !bf16_fidelity.is_empty() {
         let _ = writeln!(
             s,
-            "\n## bf16 fidelity\n\nHow far the engine's bf16 pass is from its f32 pass on the same input and weights (untimed, after the timed part of the bf16 worker; random token ids, so the losses are high).\n\n| workload | bf16 against f32 |\n|---|---|\n{}",
+            "\n## bf16 fidelity\n\nHow far each bf16 pass is from the same tool's f32 pass on the same input and weights (untimed; random token ids, so the losses are high). Training: relative loss difference and ‖g_bf16 − g_f32‖ / ‖g_f32‖ over all LoRA gradients, on the initial weights → after the timed steps (which fit one random batch again and again). The engine rounds only the frozen weights' products; autocast rounds every matmul.\n\n| workload | tool | bf16 against f32 |\n|---|---|---|\n{}",
             bf16_fidelity.join("\n")
         );
     }

@@ -236,12 +236,14 @@ fn time_reps(
     Ok(out)
 }
 
-/// How far a bf16 training pass is from the f32 one: the loss's relative difference and
-/// ‖g_bf16 − g_f32‖ / ‖g_f32‖ over all LoRA gradients together.
-fn train_fidelity(
-    got: &sde_engine::model::LossAndGrads,
-    want: &sde_engine::model::LossAndGrads,
-) -> Result<serde_json::Value> {
+/// How far a bf16 training pass is from the f32 one on the model's current weights: the
+/// loss's relative difference and ‖g_bf16 − g_f32‖ / ‖g_f32‖ over all LoRA gradients
+/// together. Leaves the model in f32.
+fn train_fidelity(model: &mut Llama, step: &TrainStep) -> Result<(f64, f64)> {
+    model.set_bf16_matmuls(true)?;
+    let got = step.loss_and_grads(model)?;
+    model.set_bf16_matmuls(false)?;
+    let want = step.loss_and_grads(model)?;
     let (mut diff, mut norm) = (0f64, 0f64);
     for (g, w) in got.grads.iter().zip(&want.grads) {
         let g = g.flatten_all()?.to_vec1::<f32>()?;
@@ -251,10 +253,10 @@ fn train_fidelity(
             norm += f64::from(*b).powi(2);
         }
     }
-    Ok(json!({
-        "loss_rel_diff": (got.loss - want.loss).abs() / want.loss.abs(),
-        "grad_rel_diff": diff.sqrt() / norm.sqrt(),
-    }))
+    Ok((
+        (got.loss - want.loss).abs() / want.loss.abs(),
+        diff.sqrt() / norm.sqrt(),
+    ))
 }
 
 /// Each item's summed log-likelihood of its scored tokens.
@@ -284,6 +286,12 @@ fn main() -> Result<()> {
             let load_s = started.elapsed().as_secs_f64();
             let mut step = TrainStep::new(&model, args.batch, args.seq, args.shared, 11)?;
             let bf16 = args.workload == "train-bf16";
+            // Untimed: the bf16 pass against the f32 one on the initial weights.
+            let fidelity_start = if bf16 {
+                Some(train_fidelity(&mut model, &step)?)
+            } else {
+                None
+            };
             model.set_bf16_matmuls(bf16)?;
             let steps = args.steps.unwrap_or(10);
             reset_peak_rss();
@@ -293,13 +301,15 @@ fn main() -> Result<()> {
                 Ok(())
             })?;
             let peak_rss = peak_rss_mib();
-            let fidelity = if bf16 {
-                let got = step.loss_and_grads(&model)?;
-                model.set_bf16_matmuls(false)?;
-                let want = step.loss_and_grads(&model)?;
-                Some(train_fidelity(&got, &want)?)
-            } else {
-                None
+            let fidelity = match fidelity_start {
+                Some(start) => {
+                    let end = train_fidelity(&mut model, &step)?;
+                    Some(json!({
+                        "loss_rel_diff_start": start.0, "grad_rel_diff_start": start.1,
+                        "loss_rel_diff": end.0, "grad_rel_diff": end.1,
+                    }))
+                }
+                None => None,
             };
             json!({
                 "workload": args.workload, "batch": args.batch, "seq": args.seq, "shared": args.shared, "rep_seconds": times,

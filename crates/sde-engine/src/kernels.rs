@@ -476,6 +476,71 @@ pub(crate) fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, dims, p.device())?)
 }
 
+/// Below this, `exp(x - max)` is 0 in f32: masked scores (`MASKED` bias) skip the
+/// exponential, and glibc's slow underflow path with it.
+const EXP_UNDERFLOW: f32 = -104.0;
+
+/// `softmax(scores + bias)` over the last dimension, for attention scores
+/// `[g, nkv, rep, tq, tk]` and an additive bias `[g or 1, 1, 1, tq, tk]` (the mask), without
+/// materialising the biased scores. Entries whose biased score lies more than 104 below the
+/// row's maximum are exactly 0, as their exponential underflows. `None` when the shapes are
+/// not these (the caller then takes the generic path).
+pub(crate) fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
+    let (Ok((g, nkv, rep, tq, tk)), Ok((gb, b1, b2, bq, bk))) = (scores.dims5(), bias.dims5())
+    else {
+        return Ok(None);
+    };
+    if !(gb == g || gb == 1) || (b1, b2, bq, bk) != (1, 1, tq, tk) || !fused_ok(scores) {
+        return Ok(None);
+    }
+    let per_group = nkv * rep * tq;
+    let mut out = vec![0f32; scores.elem_count()];
+    with_f32(scores, |s| {
+        with_f32(bias, |bias| {
+            out.par_chunks_mut(tk * ROW_BLOCK)
+                .enumerate()
+                .for_each(|(blk, ob)| {
+                    for (i, orow) in ob.chunks_mut(tk).enumerate() {
+                        let row = blk * ROW_BLOCK + i;
+                        let group = if gb == 1 { 0 } else { row / per_group };
+                        let brow = &bias[(group * tq + row % tq) * tk..][..tk];
+                        let srow = &s[row * tk..(row + 1) * tk];
+                        let mut max = f32::NEG_INFINITY;
+                        for ((o, &sv), &bv) in orow.iter_mut().zip(srow).zip(brow) {
+                            *o = sv + bv;
+                            max = max.max(*o);
+                        }
+                        let mut sum = 0f32;
+                        for o in orow.iter_mut() {
+                            let d = *o - max;
+                            *o = if d < EXP_UNDERFLOW { 0.0 } else { d.exp() };
+                            sum += *o;
+                        }
+                        let inv = 1.0 / sum;
+                        for o in orow.iter_mut() {
+                            *o *= inv;
+                        }
+                    }
+                });
+        })
+    })??;
+    Ok(Some(Tensor::from_vec(
+        out,
+        (g, nkv, rep, tq, tk),
+        scores.device(),
+    )?))
+}
+
+/// [`masked_softmax`], or candle's softmax of the broadcast sum where it does not apply.
+pub(crate) fn masked_softmax_or_generic(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if let Some(p) = masked_softmax(scores, bias)? {
+        return Ok(p);
+    }
+    Ok(candle_nn::ops::softmax_last_dim(
+        &scores.broadcast_add(bias)?,
+    )?)
+}
+
 /// `x.mm(&y)`: [`matmul`] in method form.
 pub(crate) trait MatmulExt {
     /// `self @ rhs` through [`matmul`].
@@ -597,6 +662,50 @@ mod tests {
         close(
             &softmax_backward(&p, &g).unwrap(),
             &(&p * g.broadcast_sub(&s).unwrap()).unwrap(),
+        );
+    }
+
+    #[test]
+    fn masked_softmax_equals_softmax_of_the_biased_scores() {
+        let dev = Device::Cpu;
+        // [g 2, nkv 3, rep 2, tq 5, tk 7]; a causal mask with 2 past keys, and one fully masked
+        // query row (a padding query) in the second group.
+        let (g, tq, tk) = (2, 5, 7);
+        let scores = Tensor::randn(0f32, 3.0, (g, 3, 2, tq, tk), &dev).unwrap();
+        let mut bias = vec![0f32; g * tq * tk];
+        for b in 0..g {
+            for i in 0..tq {
+                for j in 0..tk {
+                    if j > i + 2 || (b == 1 && i == 3) {
+                        bias[(b * tq + i) * tk + j] = -1e9;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (g, 1, 1, tq, tk), &dev).unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias).unwrap()).unwrap();
+        let got = masked_softmax(&scores, &bias).unwrap().unwrap();
+        close(&got, &want);
+        // Masked entries are exactly 0; the padding row is uniform.
+        let row = got.get(1).unwrap().get(0).unwrap().get(0).unwrap();
+        let pad = row.get(3).unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            pad.iter().all(|v| (v - 1.0 / tk as f32).abs() < 1e-6),
+            "{pad:?}"
+        );
+        let first = row.get(0).unwrap().to_vec1::<f32>().unwrap();
+        assert!(first[3..].iter().all(|&v| v == 0.0), "{first:?}");
+        // A bias shared by every group broadcasts.
+        let shared = bias.narrow(0, 0, 1).unwrap();
+        close(
+            &masked_softmax(&scores, &shared).unwrap().unwrap(),
+            &candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&shared).unwrap()).unwrap(),
+        );
+        // Other shapes are left to the caller.
+        assert!(
+            masked_softmax(&scores.flatten_to(1).unwrap(), &bias)
+                .unwrap()
+                .is_none()
         );
     }
 }

@@ -842,13 +842,11 @@ impl Llama {
         } else {
             q.matmul(&k.t()?)?
         };
-        let scores = scores
-            .reshape((b, nkv, rep, t, total))?
-            .broadcast_add(&geo.bias)?;
+        let scores = scores.reshape((b, nkv, rep, t, total))?;
         let probs = if diff {
-            grad_ops::softmax_last_dim(&scores)?
+            grad_ops::softmax_last_dim(&scores.broadcast_add(&geo.bias)?)?
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            crate::kernels::masked_softmax_or_generic(&scores, &geo.bias)?
         };
         let probs = probs.reshape((b, nkv, rep * t, total))?;
         let out = if cached {

@@ -402,11 +402,9 @@ impl Llama {
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         let qs = (q * scale)?.reshape((g, nkv, rep * tq, hd))?;
-        let scores = qs
-            .mm(&k.t()?)?
-            .reshape((g, nkv, rep, tq, tk))?
-            .broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((g, nkv, rep * tq, tk))?;
+        let scores = qs.mm(&k.t()?)?.reshape((g, nkv, rep, tq, tk))?;
+        let probs =
+            kernels::masked_softmax_or_generic(&scores, bias)?.reshape((g, nkv, rep * tq, tk))?;
         let out = probs
             .mm(&v)?
             .reshape((g, nh, tq, hd))?

@@ -393,6 +393,11 @@ fn flops_per_token(w: &Workload, variant: &str) -> f64 {
     }
 }
 
+/// A worker result's bf16 fidelity check, where it ran one.
+fn bf16_vs_f32(result: &Value) -> Option<Value> {
+    result.get("bf16_vs_f32").filter(|x| !x.is_null()).cloned()
+}
+
 /// Median, min and max of tokens/s over the reps of one result object.
 fn rates(result: &Value) -> Option<(f64, f64, f64)> {
     let tokens = result.get("tokens_per_rep")?.as_f64()?;
@@ -781,7 +786,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             gflops: tok_s * flops_per_token(w, "sde") / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
-                            bf16_vs_f32: v.get("bf16_vs_f32").filter(|x| !x.is_null()).cloned(),
+                            bf16_vs_f32: bf16_vs_f32(&v),
                         });
                     }
                     raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "result": v}));
@@ -816,7 +821,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                                 / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
-                            bf16_vs_f32: v.get("bf16_vs_f32").filter(|x| !x.is_null()).cloned(),
+                            bf16_vs_f32: bf16_vs_f32(&v),
                         });
                     }
                     raw.push(

@@ -520,7 +520,7 @@ fn sum_lanes(v: &[f32]) -> f32 {
 }
 
 /// Below this, `exp(x - max)` is 0 in f32: masked scores (`MASKED` bias) skip the
-/// exponential, and glibc's slow underflow path with it.
+/// exponential.
 const EXP_UNDERFLOW: f32 = -104.0;
 
 /// `softmax(scores + bias)` over the last dimension, for attention scores

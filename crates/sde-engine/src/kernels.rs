@@ -330,6 +330,18 @@ pub(crate) fn fused_ok(t: &Tensor) -> bool {
 /// Rows per parallel task of the row kernels.
 const ROW_BLOCK: usize = 8;
 
+/// Runs `f(row, out_row)` over the rows of width `w` of `out`, [`ROW_BLOCK`] rows per
+/// parallel task.
+fn par_rows(out: &mut [f32], w: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    out.par_chunks_mut(w * ROW_BLOCK)
+        .enumerate()
+        .for_each(|(blk, ob)| {
+            for (i, orow) in ob.chunks_mut(w).enumerate() {
+                f(blk * ROW_BLOCK + i, orow);
+            }
+        });
+}
+
 /// RMSNorm forward over rows of width `h`: `y = x * r * w` with `r = 1 / sqrt(mean(x²) + eps)`.
 /// Returns `y` and `r` (`[rows, 1]`).
 pub(crate) fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
@@ -381,23 +393,18 @@ pub(crate) fn rms_backward_add(
     let mut out = with_f32(resid, <[f32]>::to_vec)?;
     with_f32(x, |x| {
         with_f32(g, |g| {
-            out.par_chunks_mut(h * ROW_BLOCK)
-                .enumerate()
-                .for_each(|(blk, ob)| {
-                    for (i, orow) in ob.chunks_mut(h).enumerate() {
-                        let row = blk * ROW_BLOCK + i;
-                        let (xr, gr) = (&x[row * h..(row + 1) * h], &g[row * h..(row + 1) * h]);
-                        let inv = r[row];
-                        let mut m = 0f32;
-                        for ((&xv, &gv), &wv) in xr.iter().zip(gr).zip(&w) {
-                            m += gv * wv * xv * inv;
-                        }
-                        m /= h as f32;
-                        for (((o, &xv), &gv), &wv) in orow.iter_mut().zip(xr).zip(gr).zip(&w) {
-                            *o += (gv * wv - xv * inv * m) * inv;
-                        }
-                    }
-                });
+            par_rows(&mut out, h, |row, orow| {
+                let (xr, gr) = (&x[row * h..(row + 1) * h], &g[row * h..(row + 1) * h]);
+                let inv = r[row];
+                let mut m = 0f32;
+                for ((&xv, &gv), &wv) in xr.iter().zip(gr).zip(&w) {
+                    m += gv * wv * xv * inv;
+                }
+                m /= h as f32;
+                for (((o, &xv), &gv), &wv) in orow.iter_mut().zip(xr).zip(gr).zip(&w) {
+                    *o += (gv * wv - xv * inv * m) * inv;
+                }
+            });
         })
     })??;
     Ok(Tensor::from_vec(out, dims, x.device())?)
@@ -459,18 +466,13 @@ pub(crate) fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Tensor> {
     let mut out = vec![0f32; p.elem_count()];
     with_f32(p, |p| {
         with_f32(dp, |dp| {
-            out.par_chunks_mut(w * ROW_BLOCK)
-                .enumerate()
-                .for_each(|(blk, ob)| {
-                    for (i, orow) in ob.chunks_mut(w).enumerate() {
-                        let row = blk * ROW_BLOCK + i;
-                        let (pr, dr) = (&p[row * w..(row + 1) * w], &dp[row * w..(row + 1) * w]);
-                        let s: f32 = pr.iter().zip(dr).map(|(a, b)| a * b).sum();
-                        for ((o, &pv), &dv) in orow.iter_mut().zip(pr).zip(dr) {
-                            *o = pv * (dv - s);
-                        }
-                    }
-                });
+            par_rows(&mut out, w, |row, orow| {
+                let (pr, dr) = (&p[row * w..(row + 1) * w], &dp[row * w..(row + 1) * w]);
+                let s: f32 = pr.iter().zip(dr).map(|(a, b)| a * b).sum();
+                for ((o, &pv), &dv) in orow.iter_mut().zip(pr).zip(dr) {
+                    *o = pv * (dv - s);
+                }
+            });
         })
     })??;
     Ok(Tensor::from_vec(out, dims, p.device())?)
@@ -540,29 +542,24 @@ pub(crate) fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Option<Te
     let mut out = vec![0f32; scores.elem_count()];
     with_f32(scores, |s| {
         with_f32(bias, |bias| {
-            out.par_chunks_mut(tk * ROW_BLOCK)
-                .enumerate()
-                .for_each(|(blk, ob)| {
-                    for (i, orow) in ob.chunks_mut(tk).enumerate() {
-                        let row = blk * ROW_BLOCK + i;
-                        let group = if gb == 1 { 0 } else { row / per_group };
-                        let brow = &bias[(group * tq + row % tq) * tk..][..tk];
-                        let srow = &s[row * tk..(row + 1) * tk];
-                        let mut max = f32::NEG_INFINITY;
-                        for ((o, &sv), &bv) in orow.iter_mut().zip(srow).zip(brow) {
-                            *o = sv + bv;
-                            max = max.max(*o);
-                        }
-                        for o in orow.iter_mut() {
-                            let d = *o - max;
-                            *o = if d < EXP_UNDERFLOW { 0.0 } else { exp_f32(d) };
-                        }
-                        let inv = 1.0 / sum_lanes(orow);
-                        for o in orow.iter_mut() {
-                            *o *= inv;
-                        }
-                    }
-                });
+            par_rows(&mut out, tk, |row, orow| {
+                let group = if gb == 1 { 0 } else { row / per_group };
+                let brow = &bias[(group * tq + row % tq) * tk..][..tk];
+                let srow = &s[row * tk..(row + 1) * tk];
+                let mut max = f32::NEG_INFINITY;
+                for ((o, &sv), &bv) in orow.iter_mut().zip(srow).zip(brow) {
+                    *o = sv + bv;
+                    max = max.max(*o);
+                }
+                for o in orow.iter_mut() {
+                    let d = *o - max;
+                    *o = if d < EXP_UNDERFLOW { 0.0 } else { exp_f32(d) };
+                }
+                let inv = 1.0 / sum_lanes(orow);
+                for o in orow.iter_mut() {
+                    *o *= inv;
+                }
+            });
         })
     })??;
     Ok(Some(Tensor::from_vec(

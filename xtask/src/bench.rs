@@ -745,7 +745,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if python.is_some() {
         pb.inc(1);
     }
-    pb.set_message("FMA peak (AVX-512 FMA chains, 2 threads)");
+    pb.set_message("FMA peak (FMA chains, 2 threads)");
     let fma = run_json(
         sde_cmd(&[&["fma".to_string()][..], &reps].concat()),
         "FMA peak",
@@ -755,6 +755,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     pb.inc(1);
     let fma_peak = fma.as_ref().and_then(|v| median_of(v, "gflops"));
     let bf16_peak = fma.as_ref().and_then(|v| median_of(v, "bf16_gflops"));
+    let fma_isa = fma
+        .as_ref()
+        .and_then(|v| v.get("isa"))
+        .and_then(Value::as_str)
+        .unwrap_or("vector")
+        .to_string();
+    // The engine's bf16 products need AVX512-BF16; without it neither side's bf16 rows run
+    // (there would be nothing to compare the peer's with).
+    let bf16_cpu = bf16_peak.is_some();
+    if !bf16_cpu {
+        pb.println("bf16 rows skipped: this CPU lacks AVX512-BF16");
+    }
     let sde_peak = sde_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
     let peer_peak = peer_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
 
@@ -764,6 +776,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (engine_variants, peer_variants) = w.sides();
         let mut rows = Vec::new();
         for (i, (variant, label)) in engine_variants.into_iter().enumerate() {
+            if !bf16_cpu && variant.ends_with("-bf16") {
+                continue;
+            }
             let mut sde_args = w.args(variant);
             sde_args.extend(protocol.flags(w));
             sde_args.extend(["--gguf".into(), gguf_arg.clone()]);
@@ -799,6 +814,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         for (variant, label) in peer_variants {
             let Some(py) = &python else { continue };
+            if !bf16_cpu && variant.ends_with("-bf16") {
+                continue;
+            }
             let mut peer_args = w.args(variant);
             peer_args.extend(protocol.flags(w));
             peer_args.extend(["--gguf".into(), gguf_arg.clone()]);
@@ -864,6 +882,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         sde_peak,
         peer_peak,
         fma_peak,
+        fma_isa,
         bf16_peak,
         load: (load_start, load_end),
         others,
@@ -882,8 +901,10 @@ struct Report<'a> {
     table: &'a [(Workload, Vec<Row>)],
     sde_peak: Option<f64>,
     peer_peak: Option<f64>,
-    /// Measured FP32 FMA throughput (AVX-512 FMA chains on 2 threads).
+    /// Measured FP32 FMA throughput (the widest FMA chains the CPU runs, on 2 threads).
     fma_peak: Option<f64>,
+    /// The vector extension of the FMA chains (`AVX-512`, `AVX2` or `scalar`).
+    fma_isa: String,
     /// Measured bf16 dot-product throughput (`vdpbf16ps` chains on 2 threads), where the CPU
     /// has AVX512-BF16.
     bf16_peak: Option<f64>,
@@ -1030,18 +1051,27 @@ fn render(r: &Report<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "| FP32 FMA peak, measured (12 independent AVX-512 FMA chains per thread, 2 threads) | {} |",
+        "| FP32 FMA peak, measured (12 independent {} FMA chains per thread, 2 threads) | {} |",
+        r.fma_isa,
         fmt_opt(r.fma_peak, 1)
     );
     let _ = writeln!(
         s,
-        "| FP32 FMA peak of the issue's reference machine (Zen 5, full-width AVX-512), for comparison | {REFERENCE_FMA_PEAK_GFLOPS:.0} |\n"
+        "| FP32 FMA peak of the issue's reference machine (Zen 5, full-width AVX-512), for comparison | {REFERENCE_FMA_PEAK_GFLOPS:.0} |"
     );
-    if let Some(p) = r.bf16_peak {
-        let _ = writeln!(
-            s,
-            "| bf16 dot-product peak, measured (12 independent `vdpbf16ps` chains per thread, f32 sums, 2 threads) | {p:.1} |\n"
-        );
+    match r.bf16_peak {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "| bf16 dot-product peak, measured (12 independent `vdpbf16ps` chains per thread, f32 sums, 2 threads) | {p:.1} |\n"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\nThis CPU lacks AVX512-BF16: the engine's bf16 products do not run here, so neither side's bf16 rows were measured.\n"
+            );
+        }
     }
     let fma_peak = r.fma_peak.unwrap_or(REFERENCE_FMA_PEAK_GFLOPS);
 

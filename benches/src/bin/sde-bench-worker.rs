@@ -121,7 +121,7 @@ fn sum_chains(a: &[std::arch::x86_64::__m512; 12]) -> f32 {
 }
 
 /// `iters` rounds of `a = a * x + y` on 12 independent 16-lane chains; returns their sum.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_set1_ps};
@@ -134,6 +134,31 @@ fn fma_chains_avx512(iters: usize, seed: f32) -> (f32, usize) {
         }
     }
     (sum_chains(&a), 12 * 16)
+}
+
+/// `iters` rounds of `a = a * x + y` on 12 independent 8-lane chains (AVX2 and FMA, for
+/// CPUs without AVX-512); returns their sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+fn fma_chains_avx2(iters: usize, seed: f32) -> (f32, usize) {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_storeu_ps};
+    let x = _mm256_set1_ps(std::hint::black_box(0.999_999));
+    let y = _mm256_set1_ps(std::hint::black_box(1e-7));
+    let mut a = [_mm256_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, x, y);
+        }
+    }
+    let mut s = a[0];
+    for v in &a[1..] {
+        s = _mm256_add_ps(s, *v);
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds the 8 floats the unaligned store writes.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+    (lanes.iter().sum(), 12 * 8)
 }
 
 /// `iters` rounds of `a += x · y` over pairs of bf16 (`vdpbf16ps`, 32 multiplies and adds a
@@ -170,18 +195,37 @@ fn bf16_peak(threads: usize) -> Option<f64> {
     None
 }
 
-/// [`fma_chains_avx512`] on builds with AVX-512 enabled.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-#[allow(unsafe_code)]
-fn fma_chains(iters: usize, seed: f32) -> (f32, usize) {
-    // SAFETY: this build enables avx512f for the whole crate (the cfg above), so the CPU it
-    // runs on has it (a binary built with target-cpu=native runs where it was built).
-    unsafe { fma_chains_avx512(iters, seed) }
+/// The vector extension [`fma_chains`] runs on this CPU.
+fn fma_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2";
+        }
+    }
+    "scalar"
 }
 
-/// Portable fallback (scalar FMAs; the figure is then not the machine's vector peak).
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+/// The widest FMA chains this CPU runs (detected at run time): 16 lanes with AVX-512, 8 with
+/// AVX2 and FMA, else scalar (the figure is then not the machine's vector peak).
+#[allow(unsafe_code)]
 fn fma_chains(iters: usize, seed: f32) -> (f32, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has avx512f (checked just above).
+            return unsafe { fma_chains_avx512(iters, seed) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has avx2 and fma (checked just above).
+            return unsafe { fma_chains_avx2(iters, seed) };
+        }
+    }
     let mut a = [seed; 12];
     for _ in 0..iters {
         for v in a.iter_mut() {
@@ -406,7 +450,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let gflops: Vec<f64> = (0..args.reps).map(|_| fma_peak(threads)).collect();
             let bf16: Option<Vec<f64>> = (0..args.reps).map(|_| bf16_peak(threads)).collect();
-            json!({ "workload": "fma", "threads": threads, "gflops": gflops, "bf16_gflops": bf16 })
+            json!({ "workload": "fma", "threads": threads, "isa": fma_isa(), "gflops": gflops, "bf16_gflops": bf16 })
         }
         other => bail!(
             "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul or fma)"

@@ -428,6 +428,14 @@ pub(crate) fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, dims, g.device())?)
 }
 
+/// [`swiglu`], or candle's `silu(g) * u` where the fused kernels do not apply.
+pub(crate) fn swiglu_or_generic(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if fused_ok(g) && fused_ok(u) && g.dims() == u.dims() {
+        return swiglu(g, u);
+    }
+    Ok((g.silu()? * u)?)
+}
+
 /// Gradients of `silu(g) * u` with respect to `g` and `u`, given the output gradient `d`.
 pub(crate) fn swiglu_backward(g: &Tensor, u: &Tensor, d: &Tensor) -> Result<(Tensor, Tensor)> {
     let dims = g.dims().to_vec();
@@ -577,6 +585,132 @@ pub(crate) fn masked_softmax_or_generic(scores: &Tensor, bias: &Tensor) -> Resul
     Ok(candle_nn::ops::softmax_last_dim(
         &scores.broadcast_add(bias)?,
     )?)
+}
+
+/// Maximum of a slice with 16 partial maxima, which the compiler vectorizes.
+#[inline(always)]
+fn max_lanes(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().fold(rest, |m, &x| m.max(x))
+}
+
+/// `(max, sum of exp(x - max))` of a row: the parts of its log-sum-exp, `max + ln(sum)`.
+#[inline(always)]
+fn max_and_exp_sum(row: &[f32]) -> (f32, f32) {
+    let max = max_lanes(row);
+    if !max.is_finite() {
+        // All -inf (or a NaN or +inf somewhere): the generic formula gives NaN or the
+        // limit; keep its result.
+        let sum = row.iter().map(|&v| (v - max).exp()).sum();
+        return (max, sum);
+    }
+    let mut acc = [0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().map(|&v| exp_f32(v - max)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += exp_f32(v - max);
+        }
+    }
+    (max, acc.iter().sum::<f32>() + rest)
+}
+
+/// `log_softmax` over the last dimension in two reading passes and one writing pass per row
+/// (candle's op makes five, each into a new tensor, with the library exponential); candle's
+/// op where the fused kernels do not apply.
+pub(crate) fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !fused_ok(x) {
+        return Ok(candle_nn::ops::log_softmax(x, candle_core::D::Minus1)?);
+    }
+    let dims = x.dims().to_vec();
+    let w = *dims.last().unwrap_or(&1);
+    let mut out = vec![0f32; x.elem_count()];
+    if w > 0 {
+        with_f32(x, |xs| {
+            par_rows(&mut out, w, |row, orow| {
+                let xr = &xs[row * w..(row + 1) * w];
+                let (max, sum) = max_and_exp_sum(xr);
+                let lse = max + sum.ln();
+                for (o, &v) in orow.iter_mut().zip(xr) {
+                    *o = v - lse;
+                }
+            });
+        })?;
+    }
+    Ok(Tensor::from_vec(out, dims, x.device())?)
+}
+
+/// Cross-entropy of `[n, vocab]` logits against one target per row, with its gradient: the
+/// sum over rows of `-log softmax(x)[target]` (summed in f64), and
+/// `scale * (softmax(x) - onehot(target))`. One pass for the maximum, one writing the
+/// exponentials, one scaling them. `None` where the fused kernels do not apply.
+///
+/// # Errors
+/// A target outside the vocabulary, or a row count that is not the targets'.
+pub(crate) fn nll_and_grad(
+    logits: &Tensor,
+    targets: &[u32],
+    scale: f32,
+) -> Result<Option<(f64, Tensor)>> {
+    let Ok((n, w)) = logits.dims2() else {
+        return Ok(None);
+    };
+    if !fused_ok(logits) {
+        return Ok(None);
+    }
+    if n != targets.len() {
+        return Err(crate::error::EngineError::invalid(format!(
+            "cross-entropy: {n} rows of logits, {} targets",
+            targets.len()
+        )));
+    }
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= w) {
+        return Err(crate::error::EngineError::invalid(format!(
+            "cross-entropy: target {t} outside a vocabulary of {w}"
+        )));
+    }
+    let mut grad = vec![0f32; n * w];
+    let mut nll = vec![0f64; n];
+    if w > 0 {
+        with_f32(logits, |xs| {
+            grad.par_chunks_mut(w * ROW_BLOCK)
+                .zip(nll.par_chunks_mut(ROW_BLOCK))
+                .enumerate()
+                .for_each(|(blk, (gb, lb))| {
+                    for (i, (grow, l)) in gb.chunks_mut(w).zip(lb.iter_mut()).enumerate() {
+                        let row = blk * ROW_BLOCK + i;
+                        let xr = &xs[row * w..(row + 1) * w];
+                        let t = targets[row] as usize;
+                        let max = max_lanes(xr);
+                        for (g, &v) in grow.iter_mut().zip(xr) {
+                            *g = exp_f32(v - max);
+                        }
+                        let sum = sum_lanes(grow);
+                        *l = f64::from(max) + f64::from(sum).ln() - f64::from(xr[t]);
+                        let k = scale / sum;
+                        for g in grow.iter_mut() {
+                            *g *= k;
+                        }
+                        grow[t] -= scale;
+                    }
+                });
+        })?;
+    }
+    let total = nll.iter().sum();
+    Ok(Some((
+        total,
+        Tensor::from_vec(grad, (n, w), logits.device())?,
+    )))
 }
 
 /// `x.mm(&y)`: [`matmul`] in method form.
@@ -745,6 +879,57 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn log_softmax_equals_candles() {
+        let dev = Device::Cpu;
+        // Wide rows (a vocabulary) with a remainder after the 16-lane chunks, and large values.
+        let x = (Tensor::randn(0f32, 4.0, (19, 1003), &dev).unwrap() + 30.0).unwrap();
+        close(
+            &log_softmax_last_dim(&x).unwrap(),
+            &candle_nn::ops::log_softmax(&x, candle_core::D::Minus1).unwrap(),
+        );
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 7), &dev).unwrap();
+        close(
+            &log_softmax_last_dim(&x).unwrap(),
+            &candle_nn::ops::log_softmax(&x, candle_core::D::Minus1).unwrap(),
+        );
+    }
+
+    #[test]
+    fn nll_and_grad_equal_the_definition() {
+        let dev = Device::Cpu;
+        let (n, w) = (13, 517);
+        let x = Tensor::randn(0f32, 3.0, (n, w), &dev).unwrap();
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 5) % w as u32).collect();
+        let scale = 0.25f32;
+        let (nll, grad) = nll_and_grad(&x, &targets, scale).unwrap().unwrap();
+        let xs: Vec<Vec<f32>> = x.to_vec2().unwrap();
+        let g: Vec<Vec<f32>> = grad.to_vec2().unwrap();
+        let mut want_nll = 0f64;
+        for (r, row) in xs.iter().enumerate() {
+            let lse = row.iter().map(|&v| f64::from(v).exp()).sum::<f64>().ln();
+            let t = targets[r] as usize;
+            want_nll += lse - f64::from(row[t]);
+            for (j, &v) in row.iter().enumerate() {
+                let p = (f64::from(v) - lse).exp();
+                let want = f64::from(scale) * (p - f64::from(u8::from(j == t)));
+                assert!(
+                    (f64::from(g[r][j]) - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "row {r} col {j}: {} vs {want}",
+                    g[r][j]
+                );
+            }
+        }
+        assert!(
+            (nll - want_nll).abs() <= 1e-5 * want_nll.abs(),
+            "{nll} vs {want_nll}"
+        );
+        assert!(nll_and_grad(&x, &[0; 12], 1.0).is_err());
+        let mut bad = targets.clone();
+        bad[3] = w as u32;
+        assert!(nll_and_grad(&x, &bad, 1.0).is_err());
     }
 
     #[test]

@@ -471,9 +471,13 @@ impl Llama {
             let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
             let g = layer.gate.forward(&hn, train, geo.precision, &self.rng)?;
             let u = layer.up.forward(&hn, train, geo.precision, &self.rng)?;
-            let m = layer
-                .down
-                .forward(&(g.silu()? * u)?, train, geo.precision, &self.rng)?;
+            // Without autograd the fused kernel serves; with it, candle's ops record the graph.
+            let act = if diff {
+                (g.silu()? * u)?
+            } else {
+                crate::kernels::swiglu_or_generic(&g, &u)?
+            };
+            let m = layer.down.forward(&act, train, geo.precision, &self.rng)?;
             x = (residual + m)?;
         }
         if let Some(c) = cache {

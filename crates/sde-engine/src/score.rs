@@ -1,6 +1,6 @@
 //! Teacher-forced log-likelihoods and the study's perplexities (prompt PPL, output PPL).
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
@@ -170,7 +170,7 @@ fn score_chunk(model: &Llama, chunk: &[(Vec<u32>, usize)], share: bool) -> Resul
     if !rows.is_empty() {
         let n = rows.len();
         let sel = hidden.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
-        let logp = candle_nn::ops::log_softmax(&model.logits(&sel)?, D::Minus1)?;
+        let logp = crate::kernels::log_softmax_last_dim(&model.logits(&sel)?)?;
         let tg = Tensor::from_vec(targets, (n, 1), dev)?;
         lps = logp
             .gather(&tg, 1)?

@@ -138,17 +138,24 @@ impl Llama {
         let w_head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let picked = hf.index_select(&loss_positions, 0)?;
         let logits = picked.mm(&w_head.t()?)?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = batch.targets.to_dtype(DType::U32)?.unsqueeze(1)?;
-        let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
         let norm = normaliser.max(1) as f64;
-        let loss = nll.to_dtype(DType::F64)?.to_scalar::<f64>()? / norm;
-
-        let onehot = Tensor::ones(targets.dims(), DType::F32, logits.device())?;
-        let dlogits = log_probs
-            .exp()?
-            .scatter_add(&targets, &onehot.neg()?, 1)?
-            .affine(1.0 / norm, 0.0)?;
+        let target_ids = batch.targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let (loss, dlogits) =
+            match kernels::nll_and_grad(&logits, &target_ids, (1.0 / norm) as f32)? {
+                Some((nll, dlogits)) => (nll / norm, dlogits),
+                None => {
+                    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                    let targets = batch.targets.to_dtype(DType::U32)?.unsqueeze(1)?;
+                    let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
+                    let loss = nll.to_dtype(DType::F64)?.to_scalar::<f64>()? / norm;
+                    let onehot = Tensor::ones(targets.dims(), DType::F32, logits.device())?;
+                    let dlogits = log_probs
+                        .exp()?
+                        .scatter_add(&targets, &onehot.neg()?, 1)?
+                        .affine(1.0 / norm, 0.0)?;
+                    (loss, dlogits)
+                }
+            };
         let dpicked = dlogits.mm(w_head)?;
         let dhf = Tensor::zeros((n, h), DType::F32, x.device())?.index_add(
             &loss_positions,
@@ -261,7 +268,7 @@ impl Llama {
         let (hn2, r2) = rms_forward(&x_mid, &layer.post_norm, eps)?;
         let (g, gsv) = self.linear_forward(&layer.gate, &hn2)?;
         let (u, usv) = self.linear_forward(&layer.up, &hn2)?;
-        let act = swiglu(&g, &u)?;
+        let act = kernels::swiglu_or_generic(&g, &u)?;
         let (m, dsv) = self.linear_forward(&layer.down, &act)?;
         let out = (&x_mid + m)?;
         Ok((
@@ -654,14 +661,6 @@ fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Tensor> {
     }
     let s = (dp * p)?.sum_keepdim(D::Minus1)?;
     Ok((p * dp.broadcast_sub(&s)?)?)
-}
-
-/// `silu(g) * u`.
-fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
-    if kernels::fused_ok(g) {
-        return kernels::swiglu(g, u);
-    }
-    Ok((g.silu()? * u)?)
 }
 
 /// Gradients of `silu(g) * u` with respect to `g` and `u`.

@@ -342,6 +342,24 @@ fn par_rows(out: &mut [f32], w: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         });
 }
 
+/// [`par_rows`] with one more output per row: runs `f(row, out_row, side_row)`, where
+/// `side` holds one element per row of `out`.
+fn par_rows_with<T: Send>(
+    out: &mut [f32],
+    w: usize,
+    side: &mut [T],
+    f: impl Fn(usize, &mut [f32], &mut T) + Sync,
+) {
+    out.par_chunks_mut(w * ROW_BLOCK)
+        .zip(side.par_chunks_mut(ROW_BLOCK))
+        .enumerate()
+        .for_each(|(blk, (ob, sb))| {
+            for (i, (orow, sv)) in ob.chunks_mut(w).zip(sb.iter_mut()).enumerate() {
+                f(blk * ROW_BLOCK + i, orow, sv);
+            }
+        });
+}
+
 /// RMSNorm forward over rows of width `h`: `y = x * r * w` with `r = 1 / sqrt(mean(x²) + eps)`.
 /// Returns `y` and `r` (`[rows, 1]`).
 pub(crate) fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
@@ -352,21 +370,15 @@ pub(crate) fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, T
     let mut y = vec![0f32; rows * h];
     let mut r = vec![0f32; rows];
     with_f32(x, |x| {
-        y.par_chunks_mut(h * ROW_BLOCK)
-            .zip(r.par_chunks_mut(ROW_BLOCK))
-            .enumerate()
-            .for_each(|(blk, (yb, rb))| {
-                for (i, (yr, rr)) in yb.chunks_mut(h).zip(rb.iter_mut()).enumerate() {
-                    let row = blk * ROW_BLOCK + i;
-                    let xr = &x[row * h..(row + 1) * h];
-                    let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
-                    let inv = 1.0 / (ms + eps as f32).sqrt();
-                    *rr = inv;
-                    for ((o, &xv), &wv) in yr.iter_mut().zip(xr).zip(&w) {
-                        *o = xv * inv * wv;
-                    }
-                }
-            });
+        par_rows_with(&mut y, h, &mut r, |row, yr, rr| {
+            let xr = &x[row * h..(row + 1) * h];
+            let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let inv = 1.0 / (ms + eps as f32).sqrt();
+            *rr = inv;
+            for ((o, &xv), &wv) in yr.iter_mut().zip(xr).zip(&w) {
+                *o = xv * inv * wv;
+            }
+        });
     })?;
     let dev = x.device();
     let mut rdims = dims.clone();
@@ -683,27 +695,21 @@ pub(crate) fn nll_and_grad(
     let mut nll = vec![0f64; n];
     if w > 0 {
         with_f32(logits, |xs| {
-            grad.par_chunks_mut(w * ROW_BLOCK)
-                .zip(nll.par_chunks_mut(ROW_BLOCK))
-                .enumerate()
-                .for_each(|(blk, (gb, lb))| {
-                    for (i, (grow, l)) in gb.chunks_mut(w).zip(lb.iter_mut()).enumerate() {
-                        let row = blk * ROW_BLOCK + i;
-                        let xr = &xs[row * w..(row + 1) * w];
-                        let t = targets[row] as usize;
-                        let max = max_lanes(xr);
-                        for (g, &v) in grow.iter_mut().zip(xr) {
-                            *g = exp_f32(v - max);
-                        }
-                        let sum = sum_lanes(grow);
-                        *l = f64::from(max) + f64::from(sum).ln() - f64::from(xr[t]);
-                        let k = scale / sum;
-                        for g in grow.iter_mut() {
-                            *g *= k;
-                        }
-                        grow[t] -= scale;
-                    }
-                });
+            par_rows_with(&mut grad, w, &mut nll, |row, grow, l| {
+                let xr = &xs[row * w..(row + 1) * w];
+                let t = targets[row] as usize;
+                let max = max_lanes(xr);
+                for (g, &v) in grow.iter_mut().zip(xr) {
+                    *g = exp_f32(v - max);
+                }
+                let sum = sum_lanes(grow);
+                *l = f64::from(max) + f64::from(sum).ln() - f64::from(xr[t]);
+                let k = scale / sum;
+                for g in grow.iter_mut() {
+                    *g *= k;
+                }
+                grow[t] -= scale;
+            });
         })?;
     }
     let total = nll.iter().sum();

@@ -608,17 +608,19 @@ impl Llama {
     /// Decode steps (at most 16 new rows) read Q8_0 copies of the weights named by `scope`: a
     /// quarter of the f32 weight traffic, which is what bounds decoding at small batch.
     /// Prompts (prefill), scoring and training stay f32, except that
-    /// [`Q8Scope::LayersHeadAndPrompts`] runs generation's prompts in Q8_0 too (through
-    /// AVX-512 VNNI, the products of many rows run several times faster than in f32). Merge
+    /// [`Q8Scope::LayersHeadAndPrompts`] runs generation's prompts in Q8_0 too (with AVX-512
+    /// VNNI, the products of many rows run several times faster than in f32; with AVX2 alone,
+    /// slower than f32). Merge
     /// LoRA first ([`Llama::merge_lora`]); merging or unmerging afterwards drops the layer
     /// copies.
     ///
     /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 56 of 56
     /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 48
     /// (the head's margins are the thinnest), with [`Q8Scope::LayersHeadAndPrompts`] 48.
-    /// Without AVX-512 VNNI, candle's Q8_0 kernel runs the same quantized product summed in
-    /// another order, and gives 43 and 35 for the first two: a token's fate at a thin margin
-    /// turns on the order. See `docs/performance.md` for speed and a fidelity measure on the
+    /// With AVX2 but no AVX-512 (Zen 3) the same packed product gives 56, 48 and 35 (the f32
+    /// prompt products sum in another order there); candle's Q8_0 kernel, used on CPUs with
+    /// neither, sums the quantized product in another order and gave 43 and 35 for the first
+    /// two: a token's fate at a thin margin turns on the order. See `docs/performance.md` for speed and a fidelity measure on the
     /// benchmark's prompts.
     pub fn set_q8_decode(&mut self, scope: Q8Scope) -> Result<()> {
         let layers = scope != Q8Scope::Off;

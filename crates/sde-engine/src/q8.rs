@@ -4,12 +4,15 @@
 //!
 //! The numbers are Q8_0's (ggml): weights and inputs are quantized in blocks of 32 along the
 //! inner dimension, each block with one scale (`max |x| / 127`, kept at f16 precision), and
-//! each block's dot product is exact in integers. Where the CPU has AVX-512 VNNI the weights
-//! are laid out for `vpdpbusd`: sixteen output columns side by side, four inner positions per
-//! 32-bit lane, so that one load of weights serves every input row and one instruction does 64
-//! multiply-adds. Elsewhere candle's Q8_0 matmul runs instead.
+//! each block's dot product is exact in integers. On x86-64 with AVX-512 VNNI or AVX2 the
+//! weights are packed ([`PackedQ8`]): sixteen output columns side by side, four inner positions
+//! per 32-bit lane, so that one load of weights serves a tile of input rows. With VNNI one
+//! `vpdpbusd` does 64 multiply-adds; with AVX2 each half of the sixteen columns takes
+//! `vpsignb`, `vpmaddubsw` and `vpmaddwd` for 32 (ggml's sign trick keeps the 16-bit pair sums
+//! from saturating). Elsewhere candle's Q8_0 matmul runs instead, one row and one column at a
+//! time.
 //!
-//! Invariant: both paths compute the same quantized product; they differ only in float
+//! Invariant: every path computes the same quantized product; they differ only in float
 //! summation order (tested below).
 #![allow(unsafe_code)]
 
@@ -22,7 +25,7 @@ use crate::error::{EngineError, Result};
 
 /// Inner positions per quantization block.
 const BLOCK: usize = 32;
-/// Output columns per VNNI group (one 512-bit register of i32 or f32).
+/// Output columns per packed group (one 512-bit register of i32 or f32; two 256-bit ones).
 const GROUP: usize = 16;
 /// Input rows that share one load of a weight group.
 const ROW_TILE: usize = 8;
@@ -34,22 +37,46 @@ const QUANTIZE_ROWS_PER_TASK: usize = 64;
 /// A weight matrix (`[out, in]`) quantized to Q8_0 for products of a few rows.
 #[derive(Debug, Clone)]
 pub(crate) enum Q8Matrix {
-    /// Laid out for AVX-512 VNNI (shared by clones of the model).
-    Vnni(std::sync::Arc<VnniQ8>),
-    /// candle's Q8_0 matmul (a GPU, no AVX-512 VNNI, or an inner size that is not a multiple
-    /// of 32).
+    /// Packed for AVX-512 VNNI or AVX2 (shared by clones of the model).
+    Packed(std::sync::Arc<PackedQ8>),
+    /// candle's Q8_0 matmul (a GPU, a CPU with neither, or an inner size that is not a
+    /// multiple of 32).
     Candle(QMatMul),
+}
+
+/// The instructions a [`PackedQ8`] product runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PackedIsa {
+    /// AVX-512 F, BW and VNNI: inputs as unsigned bytes (`q + 128`), `vpdpbusd`.
+    Avx512Vnni,
+    /// AVX2, FMA and F16C: signed inputs, `vpmaddubsw` on `|x|` and the sign-adjusted weights.
+    Avx2,
+}
+
+impl PackedIsa {
+    /// The best packed product this CPU runs, if any.
+    fn detect() -> Option<Self> {
+        if vnni_available() {
+            Some(PackedIsa::Avx512Vnni)
+        } else if avx2_available() {
+            Some(PackedIsa::Avx2)
+        } else {
+            None
+        }
+    }
 }
 
 impl Q8Matrix {
     /// Quantizes `weight` (`[out, in]`, f32).
     pub(crate) fn new(weight: &Tensor) -> Result<Self> {
         let (n, k) = weight.dims2()?;
-        if weight.device().is_cpu() && vnni_available() && k % BLOCK == 0 && n > 0 {
-            let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            return Ok(Q8Matrix::Vnni(std::sync::Arc::new(VnniQ8::quantize(
-                &w, n, k,
-            ))));
+        if let Some(isa) = PackedIsa::detect().filter(|_| weight.device().is_cpu()) {
+            if k % BLOCK == 0 && n > 0 {
+                let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                return Ok(Q8Matrix::Packed(std::sync::Arc::new(PackedQ8::quantize(
+                    &w, n, k, isa,
+                ))));
+            }
         }
         let q = QTensor::quantize(&weight.contiguous()?, GgmlDType::Q8_0)?;
         Ok(Q8Matrix::Candle(QMatMul::from_qtensor(q)?))
@@ -59,7 +86,7 @@ impl Q8Matrix {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Q8Matrix::Candle(q) => Ok(q.forward(x)?),
-            Q8Matrix::Vnni(q) => {
+            Q8Matrix::Packed(q) => {
                 let (m, k) = x.dims2()?;
                 if k != q.k {
                     return Err(EngineError::invalid(format!(
@@ -82,6 +109,19 @@ fn vnni_available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -151,24 +191,28 @@ unsafe fn quantize_block_offset(_: &[f32], _: &mut [u8]) -> f32 {
     unreachable!("VNNI Q8 weights are only made on x86-64")
 }
 
-/// Weights in VNNI order: for each group of 16 output columns and each block of 32 inner
-/// positions, 8 chunks of 64 bytes, chunk `j` holding inner positions `4j..4j+4` of each of
-/// the 16 columns.
+/// Weights packed for the AVX-512 VNNI and AVX2 products: for each group of 16 output columns
+/// and each block of 32 inner positions, 8 chunks of 64 bytes, chunk `j` holding inner
+/// positions `4j..4j+4` of each of the 16 columns (AVX2 reads each chunk as two halves of 8
+/// columns).
 #[derive(Debug)]
-pub(crate) struct VnniQ8 {
+pub(crate) struct PackedQ8 {
+    isa: PackedIsa,
     n: usize,
     k: usize,
     qs: Vec<i8>,
     /// Weight scale per (group, block, column).
     scales: Vec<f16>,
     /// The sum of the column's quantized weights in the block, per (group, block, column):
-    /// inputs enter `vpdpbusd` as unsigned bytes (`q + 128`), and 128 × this takes the offset
+    /// VNNI takes its inputs as unsigned bytes (`q + 128`), and 128 × this takes the offset
     /// back out.
     sums: Vec<i16>,
 }
 
-impl VnniQ8 {
-    fn quantize(w: &[f32], n: usize, k: usize) -> Self {
+impl PackedQ8 {
+    /// Packs `w` (`[n, k]`, `k` a multiple of 32) for products with `isa`, which the CPU must
+    /// have.
+    fn quantize(w: &[f32], n: usize, k: usize, isa: PackedIsa) -> Self {
         let (groups, blocks) = (n.div_ceil(GROUP), k / BLOCK);
         let mut qs = vec![0i8; groups * blocks * GROUP * BLOCK];
         let mut scales = vec![f16::ZERO; groups * blocks * GROUP];
@@ -187,7 +231,8 @@ impl VnniQ8 {
                 }
             }
         }
-        VnniQ8 {
+        PackedQ8 {
+            isa,
             n,
             k,
             qs,
@@ -199,17 +244,24 @@ impl VnniQ8 {
     /// `out[m, n] = x[m, k] · Wᵀ`, both quantized to Q8_0.
     fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let blocks = self.k / BLOCK;
-        // Inputs as unsigned bytes (q + 128) with one scale per (row, block).
+        // Inputs with one scale per (row, block): unsigned bytes (q + 128) for VNNI, the
+        // signed values' bits for AVX2.
         let mut xq = vec![0u8; m * self.k];
         let mut xd = vec![0f32; m * blocks];
+        let isa = self.isa;
         let quantize_rows = |(x, (xq, xd)): (&[f32], (&mut [u8], &mut [f32]))| {
             for ((chunk, u), d) in x
                 .chunks_exact(BLOCK)
                 .zip(xq.chunks_exact_mut(BLOCK))
                 .zip(xd.iter_mut())
             {
-                // SAFETY: VNNI weights are only made where the CPU has AVX-512 F and BW.
-                *d = unsafe { quantize_block_offset(chunk, u) };
+                // SAFETY: packed weights are only made for an ISA the CPU has.
+                *d = unsafe {
+                    match isa {
+                        PackedIsa::Avx512Vnni => quantize_block_offset(chunk, u),
+                        PackedIsa::Avx2 => quantize_block_avx2(chunk, u),
+                    }
+                };
             }
         };
         // Prompts bring many rows: their quantization is split over the threads too.
@@ -231,11 +283,18 @@ impl VnniQ8 {
             for g in gs {
                 for r0 in (0..m).step_by(ROW_TILE) {
                     let rows = ROW_TILE.min(m - r0);
-                    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked when this matrix was
-                    // made); `tile` writes only columns of group `g`, which no other task
-                    // touches, and stays inside `out` (`m * n` elements).
+                    // SAFETY: the CPU has the ISA (checked when this matrix was made); a tile
+                    // writes only columns of group `g`, which no other task touches, and stays
+                    // inside `out` (`m * n` elements).
                     unsafe {
-                        tile(self, g, r0, rows, &xq, &xd, out_addr as *mut f32, m);
+                        match isa {
+                            PackedIsa::Avx512Vnni => {
+                                tile(self, g, r0, rows, &xq, &xd, out_addr as *mut f32, m);
+                            }
+                            PackedIsa::Avx2 => {
+                                tile_avx2(self, g, r0, rows, &xq, &xd, out_addr as *mut f32, m);
+                            }
+                        }
                     }
                 }
             }
@@ -251,12 +310,144 @@ impl VnniQ8 {
     }
 }
 
+/// [`quantize_block`] with AVX2, writing the signed values' bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block_avx2(x: &[f32], u: &mut [u8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(x.len() == BLOCK && u.len() == BLOCK);
+    // SAFETY: `x` holds exactly one block (asserted).
+    let v: [__m256; 4] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * i)) });
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let abs = |v: __m256| _mm256_and_ps(v, abs_mask);
+    let m = _mm256_max_ps(
+        _mm256_max_ps(abs(v[0]), abs(v[1])),
+        _mm256_max_ps(abs(v[2]), abs(v[3])),
+    );
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    // Half away from zero, as in `quantize_block_offset`.
+    let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+    let one = _mm256_set1_ps(1.0);
+    let half = _mm256_set1_ps(0.5);
+    let round = |v: __m256| {
+        let s = _mm256_mul_ps(v, id);
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(abs(_mm256_sub_ps(s, t)), half);
+        let step = _mm256_or_ps(_mm256_and_ps(s, sign), one);
+        _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)))
+    };
+    let (a, b) = (
+        _mm256_packs_epi32(round(v[0]), round(v[1])),
+        _mm256_packs_epi32(round(v[2]), round(v[3])),
+    );
+    // The packs interleave 128-bit lanes; this puts the 32 bytes back in order.
+    let q = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(a, b),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    );
+    // SAFETY: `u` holds 32 bytes (asserted).
+    unsafe { _mm256_storeu_si256(u.as_mut_ptr().cast(), q) };
+    f16::from_f32(d).to_f32()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn quantize_block_avx2(_: &[f32], _: &mut [u8]) -> f32 {
+    unreachable!("packed Q8 weights are only made on x86-64")
+}
+
+/// [`tile`] with AVX2: each half of the group's 16 columns in turn, `|x|` times the weights
+/// with the sign of `x` applied (`vpmaddubsw` takes its first operand unsigned; Q8_0 values
+/// stay within ±127, so a pair of products cannot saturate 16 bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    w: &PackedQ8,
+    g: usize,
+    r0: usize,
+    rows: usize,
+    xq: &[u8],
+    xd: &[f32],
+    out: *mut f32,
+    m: usize,
+) {
+    use std::arch::x86_64::*;
+    let blocks = w.k / BLOCK;
+    let ones = _mm256_set1_epi16(1);
+    for h in 0..GROUP / 8 {
+        let c0 = g * GROUP + h * 8;
+        if c0 >= w.n {
+            break;
+        }
+        let mut acc = [_mm256_setzero_ps(); ROW_TILE];
+        for b in 0..blocks {
+            let gb = g * blocks + b;
+            let wq = w.qs[gb * GROUP * BLOCK..(gb + 1) * GROUP * BLOCK].as_ptr();
+            // SAFETY (all loads): each slice holds what is read (8 chunks of 64 bytes, of
+            // which this half's 32; 8 scales; 32 input bytes a row).
+            let wv: [__m256i; 8] = std::array::from_fn(|j| unsafe {
+                _mm256_loadu_si256(wq.add(j * 64 + h * 32).cast())
+            });
+            let sc = _mm256_cvtph_ps(unsafe {
+                _mm_loadu_si128(w.scales[gb * GROUP + h * 8..].as_ptr().cast())
+            });
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let row = r0 + r;
+                let xp = xq[(row * blocks + b) * BLOCK..].as_ptr().cast::<i32>();
+                let dot4 = |j: usize| {
+                    let x = _mm256_set1_epi32(unsafe { xp.add(j).read_unaligned() });
+                    let p =
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(wv[j], x));
+                    _mm256_madd_epi16(p, ones)
+                };
+                let mut lo = dot4(0);
+                let mut hi = dot4(4);
+                for j in 1..4 {
+                    lo = _mm256_add_epi32(lo, dot4(j));
+                    hi = _mm256_add_epi32(hi, dot4(j + 4));
+                }
+                let dot = _mm256_add_epi32(lo, hi);
+                let s = _mm256_mul_ps(sc, _mm256_set1_ps(xd[row * blocks + b]));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, *acc);
+            }
+        }
+        let cols = 8.min(w.n - c0);
+        let mask = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(cols as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            debug_assert!((r0 + r) * w.n + c0 + cols <= m * w.n);
+            unsafe { _mm256_maskstore_ps(out.add((r0 + r) * w.n + c0), mask, *acc) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    _: &PackedQ8,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &[u8],
+    _: &[f32],
+    _: *mut f32,
+    _: usize,
+) {
+    unreachable!("packed Q8 weights are only made on x86-64")
+}
+
 /// Rows `r0..r0 + rows` of the product for the 16 columns of group `g`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
-    w: &VnniQ8,
+    w: &PackedQ8,
     g: usize,
     r0: usize,
     rows: usize,
@@ -310,7 +501,7 @@ unsafe fn tile(
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
-    _: &VnniQ8,
+    _: &PackedQ8,
     _: usize,
     _: usize,
     _: usize,
@@ -339,45 +530,67 @@ mod tests {
             .collect()
     }
 
-    /// The VNNI product equals candle's Q8_0 product (the same quantization) up to float
-    /// summation order, for row counts around the tile size and a column count that leaves
-    /// a partial group.
-    #[test]
-    fn vnni_product_equals_candles_q8_0() {
-        if !vnni_available() {
-            eprintln!("note: no AVX-512 VNNI here; the VNNI path is not tested");
-            return;
+    /// The packed ISAs this CPU runs.
+    fn isas() -> Vec<PackedIsa> {
+        let mut v = Vec::new();
+        if vnni_available() {
+            v.push(PackedIsa::Avx512Vnni);
         }
-        for (n, k) in [(40, 64), (1536, 576), (600, 96)] {
-            let w = Tensor::from_vec(random(n * k, 1), (n, k), &Device::Cpu).unwrap();
-            let ours = Q8Matrix::new(&w).unwrap();
-            assert!(matches!(ours, Q8Matrix::Vnni(_)));
-            let theirs =
-                QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
-            for m in [1, 3, 8, 9, 16] {
-                let x =
-                    Tensor::from_vec(random(m * k, 2 + m as u64), (m, k), &Device::Cpu).unwrap();
-                let a = ours.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-                let b = theirs.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-                for (ra, rb) in a.iter().zip(&b) {
-                    for (va, vb) in ra.iter().zip(rb) {
-                        assert!(
-                            (va - vb).abs() <= 1e-4 * (1.0 + vb.abs()),
-                            "n {n} k {k} m {m}: {va} vs {vb}"
-                        );
+        if avx2_available() {
+            v.push(PackedIsa::Avx2);
+        }
+        if v.is_empty() {
+            eprintln!("note: neither AVX-512 VNNI nor AVX2 here; the packed paths are not tested");
+        }
+        v
+    }
+
+    /// Each packed product equals candle's Q8_0 product (the same quantization) up to float
+    /// summation order, for row counts around the tile size and a column count that leaves
+    /// a partial group (and a partial half group).
+    #[test]
+    fn packed_products_equal_candles_q8_0() {
+        for isa in isas() {
+            for (n, k) in [(40, 64), (1536, 576), (600, 96), (4, 32)] {
+                let wv = random(n * k, 1);
+                let ours =
+                    Q8Matrix::Packed(std::sync::Arc::new(PackedQ8::quantize(&wv, n, k, isa)));
+                let w = Tensor::from_vec(wv, (n, k), &Device::Cpu).unwrap();
+                let theirs =
+                    QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap();
+                for m in [1, 3, 8, 9, 16, 70] {
+                    let x = Tensor::from_vec(random(m * k, 2 + m as u64), (m, k), &Device::Cpu)
+                        .unwrap();
+                    let a = ours.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                    let b = theirs.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+                    for (ra, rb) in a.iter().zip(&b) {
+                        for (va, vb) in ra.iter().zip(rb) {
+                            assert!(
+                                (va - vb).abs() <= 1e-4 * (1.0 + vb.abs()),
+                                "{isa:?} n {n} k {k} m {m}: {va} vs {vb}"
+                            );
+                        }
                     }
                 }
             }
         }
     }
 
-    /// The AVX-512 input quantization gives the scalar one's values and scale, ties and
-    /// zeros included.
+    /// The CPU's best packed product is the one made.
+    #[test]
+    fn the_best_packed_isa_is_chosen() {
+        let w = Tensor::from_vec(random(64 * 64, 3), (64, 64), &Device::Cpu).unwrap();
+        match (Q8Matrix::new(&w).unwrap(), PackedIsa::detect()) {
+            (Q8Matrix::Packed(p), Some(isa)) => assert_eq!(p.isa, isa),
+            (Q8Matrix::Candle(_), None) => {}
+            (m, isa) => panic!("{isa:?} detected, but made {m:?}"),
+        }
+    }
+
+    /// The vector input quantizations give the scalar one's values and scale, ties and zeros
+    /// included.
     #[test]
     fn vector_quantization_equals_scalar() {
-        if !vnni_available() {
-            return;
-        }
         let mut blocks: Vec<Vec<f32>> = (0..200).map(|i| random(BLOCK, 100 + i)).collect();
         blocks.push(vec![0.0; BLOCK]);
         // Exact halves after scaling: max 127 makes the scale 1.
@@ -390,22 +603,34 @@ mod tests {
         near[BLOCK - 1] = 127.0;
         blocks.push(near.iter().map(|v| -v).collect());
         blocks.push(near);
-        for x in &blocks {
-            let mut q = [0i8; BLOCK];
-            let d = quantize_block(x, &mut q);
-            let mut u = [0u8; BLOCK];
-            // SAFETY: checked above that the CPU has AVX-512.
-            let dv = unsafe { quantize_block_offset(x, &mut u) };
-            assert_eq!(d.to_bits(), dv.to_bits());
-            let back: Vec<i8> = u.iter().map(|&b| (b ^ 0x80) as i8).collect();
-            assert_eq!(back, q, "block {x:?}");
+        for isa in isas() {
+            for x in &blocks {
+                let mut q = [0i8; BLOCK];
+                let d = quantize_block(x, &mut q);
+                let mut u = [0u8; BLOCK];
+                // SAFETY: `isas` lists only what the CPU has.
+                let (dv, back): (f32, Vec<i8>) = unsafe {
+                    match isa {
+                        PackedIsa::Avx512Vnni => (
+                            quantize_block_offset(x, &mut u),
+                            u.iter().map(|&b| (b ^ 0x80) as i8).collect(),
+                        ),
+                        PackedIsa::Avx2 => (
+                            quantize_block_avx2(x, &mut u),
+                            u.iter().map(|&b| b as i8).collect(),
+                        ),
+                    }
+                };
+                assert_eq!(d.to_bits(), dv.to_bits(), "{isa:?}");
+                assert_eq!(back, q, "{isa:?}: block {x:?}");
+            }
         }
     }
 
     /// Quantization error stays at Q8_0's size: against the f32 product, within 1% of the
     /// output's scale.
     #[test]
-    fn vnni_product_is_close_to_f32() {
+    fn q8_product_is_close_to_f32() {
         let (n, k, m) = (64, 128, 4);
         let w = Tensor::from_vec(random(n * k, 5), (n, k), &Device::Cpu).unwrap();
         let x = Tensor::from_vec(random(m * k, 6), (m, k), &Device::Cpu).unwrap();

@@ -171,7 +171,7 @@ fn worst_relative_error(grads: &[(String, Tensor)], st: &HashMap<String, Tensor>
         let reference = st
             .get(&format!("grad.{peft}"))
             .unwrap_or_else(|| panic!("fixture has no gradient for {peft}"));
-        let diff = (ours - reference)
+        let diff = (ours.to_device(reference.device()).unwrap() - reference)
             .unwrap()
             .sqr()
             .unwrap()

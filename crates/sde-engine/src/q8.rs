@@ -302,14 +302,19 @@ impl PackedQ8 {
                     // SAFETY: the CPU has the ISA (checked when this matrix was made); a tile
                     // writes only columns of group `g`, which no other task touches, and stays
                     // inside `out` (`m * n` elements).
+                    let t = Tile {
+                        g,
+                        r0,
+                        rows,
+                        xq: &xq,
+                        xd: &xd,
+                        out: out_addr as *mut f32,
+                        m,
+                    };
                     unsafe {
                         match isa {
-                            PackedIsa::Avx512Vnni => {
-                                tile(self, g, r0, rows, &xq, &xd, out_addr as *mut f32, m);
-                            }
-                            PackedIsa::Avx2 => {
-                                tile_avx2(self, g, r0, rows, &xq, &xd, out_addr as *mut f32, m);
-                            }
+                            PackedIsa::Avx512Vnni => tile(self, t),
+                            PackedIsa::Avx2 => tile_avx2(self, t),
                         }
                     }
                 }
@@ -324,6 +329,19 @@ impl PackedQ8 {
             run(0..groups);
         }
     }
+}
+
+/// One tile of a packed product: rows `r0..r0 + rows` of the `[m, n]` output `out`, for the 16
+/// columns of group `g`, from the quantized inputs `xq` and their per-block scales `xd`.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    g: usize,
+    r0: usize,
+    rows: usize,
+    xq: &'a [u8],
+    xd: &'a [f32],
+    out: *mut f32,
+    m: usize,
 }
 
 /// [`quantize_block`] with AVX2, writing the signed values' bits.
@@ -380,18 +398,17 @@ unsafe fn quantize_block_avx2(_: &[f32], _: &mut [u8]) -> f32 {
 /// stay within ±127, so a pair of products cannot saturate 16 bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
-    w: &PackedQ8,
-    g: usize,
-    r0: usize,
-    rows: usize,
-    xq: &[u8],
-    xd: &[f32],
-    out: *mut f32,
-    m: usize,
-) {
+unsafe fn tile_avx2(w: &PackedQ8, tile: Tile<'_>) {
     use std::arch::x86_64::*;
+    let Tile {
+        g,
+        r0,
+        rows,
+        xq,
+        xd,
+        out,
+        m,
+    } = tile;
     let blocks = w.k / BLOCK;
     let ones = _mm256_set1_epi16(1);
     for h in 0..GROUP / 8 {
@@ -444,35 +461,24 @@ unsafe fn tile_avx2(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
-    _: &PackedQ8,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &[u8],
-    _: &[f32],
-    _: *mut f32,
-    _: usize,
-) {
+unsafe fn tile_avx2(_: &PackedQ8, _: Tile<'_>) {
     unreachable!("packed Q8 weights are only made on x86-64")
 }
 
 /// Rows `r0..r0 + rows` of the product for the 16 columns of group `g`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    w: &PackedQ8,
-    g: usize,
-    r0: usize,
-    rows: usize,
-    xq: &[u8],
-    xd: &[f32],
-    out: *mut f32,
-    m: usize,
-) {
+unsafe fn tile(w: &PackedQ8, tile: Tile<'_>) {
     use std::arch::x86_64::*;
+    let Tile {
+        g,
+        r0,
+        rows,
+        xq,
+        xd,
+        out,
+        m,
+    } = tile;
     let blocks = w.k / BLOCK;
     let mut acc = [_mm512_setzero_ps(); ROW_TILE];
     for b in 0..blocks {
@@ -515,17 +521,7 @@ unsafe fn tile(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    _: &PackedQ8,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &[u8],
-    _: &[f32],
-    _: *mut f32,
-    _: usize,
-) {
+unsafe fn tile(_: &PackedQ8, _: Tile<'_>) {
     unreachable!("VNNI Q8 weights are only made on x86-64")
 }
 

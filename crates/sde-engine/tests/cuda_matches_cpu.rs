@@ -8,12 +8,12 @@
 
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use sde_engine::batch::{EncodeOptions, EncodedSample, SpecialIds, collate, encode_ids};
 use sde_engine::train::{TrainConfig, train};
-use sde_engine::{
-    GenerateConfig, Llama, LlamaConfig, LoraConfig, LoraTarget, generate, sequence_logprobs,
-};
+use sde_engine::{GenerateConfig, Llama, LlamaConfig, generate, sequence_logprobs};
 use sde_format::LossOn;
 
 fn cuda() -> Device {
@@ -30,21 +30,7 @@ fn config() -> LlamaConfig {
 fn model_on(dev: &Device, lora: Option<f64>) -> Llama {
     let mut m = Llama::random(config(), 17, dev).unwrap();
     if let Some(dropout) = lora {
-        m.add_lora(&LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout,
-            targets: LoraTarget::ALL.to_vec(),
-            seed: 5,
-        })
-        .unwrap();
-        for (i, (_, var)) in m.lora_vars().into_iter().enumerate() {
-            let vals: Vec<f32> = (0..var.elem_count())
-                .map(|k| (((k * 7919 + i * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.3)
-                .collect();
-            var.set(&Tensor::from_vec(vals, var.dims(), dev).unwrap())
-                .unwrap();
-        }
+        common::add_random_lora(&mut m, dropout);
     }
     m
 }

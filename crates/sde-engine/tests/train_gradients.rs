@@ -11,8 +11,10 @@
 use candle_core::{Device, Tensor, Var};
 use sde_engine::batch::{EncodeOptions, SpecialIds, TrainBatch, collate, encode_ids};
 use sde_engine::loss::masked_loss;
-use sde_engine::{Llama, LlamaConfig, LoraConfig, LoraTarget};
+use sde_engine::{Llama, LlamaConfig};
 use sde_format::LossOn;
+
+mod common;
 
 fn tiny_model() -> Llama {
     lora_model(true, 0.0)
@@ -25,16 +27,7 @@ fn lora_model(tied: bool, dropout: f64) -> Llama {
     cfg.tie_word_embeddings = tied;
     cfg.attention_bias = !tied;
     let mut model = Llama::random(cfg, 11, &Device::Cpu).unwrap();
-    model
-        .add_lora(&LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout,
-            targets: LoraTarget::ALL.to_vec(),
-            seed: 5,
-        })
-        .unwrap();
-    randomise_lora(&model);
+    common::add_random_lora(&mut model, dropout);
     model
 }
 
@@ -104,19 +97,6 @@ fn two_row_batch(first_prompt: &[u32]) -> TrainBatch {
     )
     .unwrap();
     collate(&[&a, &b], 2, &Device::Cpu).unwrap()
-}
-
-/// B starts at zero (PEFT init), which would make every A gradient zero: sets every LoRA
-/// factor to fixed pseudo-random values instead.
-fn randomise_lora(model: &Llama) {
-    for (i, (_, var)) in model.lora_vars().into_iter().enumerate() {
-        let n = var.elem_count();
-        let vals: Vec<f32> = (0..n)
-            .map(|k| (((k * 7919 + i * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.3)
-            .collect();
-        var.set(&Tensor::from_vec(vals, var.dims(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use sde_engine::{Llama, LlamaConfig};
+use sde_engine::{Llama, LlamaConfig, LoraConfig, LoraTarget};
 
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
@@ -53,6 +53,28 @@ pub fn tiny_config() -> LlamaConfig {
     let mut cfg = LlamaConfig::tiny(vocab().0.len(), 32, 2, 4, 2);
     cfg.rope_theta = 10_000.0;
     cfg
+}
+
+/// Adds LoRA (r 4, alpha 8, every projection, `dropout`) to `model` and sets every factor to
+/// fixed pseudo-random values on the model's device: B starts at zero (PEFT's init), which would
+/// make every A gradient zero.
+pub fn add_random_lora(model: &mut Llama, dropout: f64) {
+    model
+        .add_lora(&LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout,
+            targets: LoraTarget::ALL.to_vec(),
+            seed: 5,
+        })
+        .unwrap();
+    for (i, (_, var)) in model.lora_vars().into_iter().enumerate() {
+        let vals: Vec<f32> = (0..var.elem_count())
+            .map(|k| (((k * 7919 + i * 104_729) % 1000) as f32 / 1000.0 - 0.5) * 0.3)
+            .collect();
+        var.set(&Tensor::from_vec(vals, var.dims(), var.device()).unwrap())
+            .unwrap();
+    }
 }
 
 pub fn tiny_model(seed: u64) -> Llama {

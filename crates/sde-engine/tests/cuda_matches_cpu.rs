@@ -35,27 +35,6 @@ fn model_on(dev: &Device, lora: Option<f64>) -> Llama {
     m
 }
 
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    t.to_device(&Device::Cpu)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-}
-
-/// `max |a - b| <= tol * max |a|`.
-fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    eprintln!("{what}: max diff {diff:.2e} (scale {scale:.2e})");
-    assert!(
-        diff <= tol * scale,
-        "{what}: max diff {diff:e} (scale {scale:e})"
-    );
-}
-
 fn special() -> SpecialIds {
     SpecialIds {
         bos: Some(1),
@@ -106,9 +85,9 @@ fn logits_of_a_padded_batch_match() {
             ],
             0,
         );
-        to_vec(&kept.unwrap())
+        common::to_vec(&kept.unwrap())
     };
-    assert_close("logits", &logits(&cpu), &logits(&gpu), 1e-4);
+    common::assert_close("logits", &logits(&cpu), &logits(&gpu), 1e-4);
 }
 
 #[test]
@@ -128,7 +107,7 @@ fn lora_loss_and_gradients_match_with_dropout() {
     assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs().max(1.0));
     assert_eq!(a.grads.len(), b.grads.len());
     for ((name, _), (ga, gb)) in cpu.lora_vars().iter().zip(a.grads.iter().zip(&b.grads)) {
-        assert_close(name, &to_vec(ga), &to_vec(gb), 1e-4);
+        common::assert_close(name, &common::to_vec(ga), &common::to_vec(gb), 1e-4);
     }
 }
 
@@ -156,7 +135,7 @@ fn training_losses_match_step_by_step() {
         let b: Vec<f32> = m
             .lora_vars()
             .iter()
-            .flat_map(|(_, v)| to_vec(v.as_tensor()))
+            .flat_map(|(_, v)| common::to_vec(v.as_tensor()))
             .collect();
         (losses, b)
     };
@@ -171,7 +150,7 @@ fn training_losses_match_step_by_step() {
         );
     }
     assert!(lg[lg.len() - 1] < lg[0], "training on CUDA lowers the loss");
-    assert_close("trained LoRA factors", &wc, &wg, 1e-3);
+    common::assert_close("trained LoRA factors", &wc, &wg, 1e-3);
 }
 
 #[test]
@@ -192,7 +171,7 @@ fn log_likelihoods_match() {
     );
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_eq!(x.count, y.count);
-        assert_close(
+        common::assert_close(
             &format!("sequence {i}"),
             &x.token_logprobs,
             &y.token_logprobs,

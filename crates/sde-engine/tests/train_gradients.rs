@@ -49,23 +49,8 @@ fn assert_equals_autograd(
     let vars = model.lora_vars();
     assert_eq!(got.grads.len(), vars.len());
     for ((name, var), g) in vars.iter().zip(&got.grads) {
-        let want = store
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-        let diff = want
-            .iter()
-            .zip(&g)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            diff <= 1e-4 * scale,
-            "{what}: {name}: max diff {diff:e} (scale {scale:e})"
-        );
+        let want = common::to_vec(store.get(var.as_tensor()).unwrap());
+        common::assert_close(&format!("{what}: {name}"), &want, &common::to_vec(g), 1e-4);
     }
 }
 

@@ -77,6 +77,28 @@ pub fn add_random_lora(model: &mut Llama, dropout: f64) {
     }
 }
 
+/// The values of `t`, from whatever device, flattened.
+pub fn to_vec(t: &Tensor) -> Vec<f32> {
+    t.to_device(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// `max |a - b| <= tol * max |a|` (the scale at least 1e-6).
+pub fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!("{what}: max diff {diff:.2e} (scale {scale:.2e})");
+    assert!(
+        diff <= tol * scale,
+        "{what}: max diff {diff:e} (scale {scale:e})"
+    );
+}
+
 pub fn tiny_model(seed: u64) -> Llama {
     Llama::random(tiny_config(), seed, &Device::Cpu).unwrap()
 }

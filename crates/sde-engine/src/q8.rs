@@ -29,6 +29,9 @@ const BLOCK: usize = 32;
 const GROUP: usize = 16;
 /// Input rows that share one load of a weight group.
 const ROW_TILE: usize = 8;
+/// Input rows that every group of columns of a product takes in turn (prompts): their
+/// quantized values (at most 64 × 1536 × 2 bytes) stay in L2.
+const ROW_BLOCK: usize = 64;
 /// Weight elements at or above which a product is split over the threads.
 const PARALLEL_MIN_WEIGHTS: usize = 256 * 1024;
 /// Rows per product with candle's Q8_0 kernels on a GPU (see [`Q8Matrix::forward`]).
@@ -56,6 +59,14 @@ pub(crate) enum PackedIsa {
 }
 
 impl PackedIsa {
+    /// Bytes of one quantized input block: the values, and for AVX2 their magnitudes too.
+    fn input_block_bytes(self) -> usize {
+        match self {
+            PackedIsa::Avx512Vnni => BLOCK,
+            PackedIsa::Avx2 => 2 * BLOCK,
+        }
+    }
+
     /// The best packed product this CPU runs, if any.
     fn detect() -> Option<Self> {
         if vnni_available() {
@@ -260,22 +271,31 @@ impl PackedQ8 {
     /// `out[m, n] = x[m, k] · Wᵀ`, both quantized to Q8_0.
     fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let blocks = self.k / BLOCK;
-        // Inputs with one scale per (row, block): unsigned bytes (q + 128) for VNNI, the
-        // signed values' bits for AVX2.
-        let mut xq = vec![0u8; m * self.k];
-        let mut xd = vec![0f32; m * blocks];
+        // Inputs with one scale per (row, block): unsigned bytes (q + 128) for VNNI; for AVX2
+        // the signed values' bits followed by their magnitudes (computed once here rather
+        // than for every group of columns).
         let isa = self.isa;
+        let block_bytes = isa.input_block_bytes();
+        let mut xq = vec![0u8; m * blocks * block_bytes];
+        let mut xd = vec![0f32; m * blocks];
         let quantize_rows = |(x, (xq, xd)): (&[f32], (&mut [u8], &mut [f32]))| {
             for ((chunk, u), d) in x
                 .chunks_exact(BLOCK)
-                .zip(xq.chunks_exact_mut(BLOCK))
+                .zip(xq.chunks_exact_mut(block_bytes))
                 .zip(xd.iter_mut())
             {
                 // SAFETY: packed weights are only made for an ISA the CPU has.
                 *d = unsafe {
                     match isa {
                         PackedIsa::Avx512Vnni => quantize_block_offset(chunk, u),
-                        PackedIsa::Avx2 => quantize_block_avx2(chunk, u),
+                        PackedIsa::Avx2 => {
+                            let (q, abs) = u.split_at_mut(BLOCK);
+                            let d = quantize_block_avx2(chunk, q);
+                            for (a, &v) in abs.iter_mut().zip(q.iter()) {
+                                *a = (v as i8).unsigned_abs();
+                            }
+                            d
+                        }
                     }
                 };
             }
@@ -286,7 +306,7 @@ impl PackedQ8 {
             let n = rows_per_task * self.k;
             x.par_chunks(n)
                 .zip(
-                    xq.par_chunks_mut(n)
+                    xq.par_chunks_mut(rows_per_task * blocks * block_bytes)
                         .zip(xd.par_chunks_mut(rows_per_task * blocks)),
                 )
                 .for_each(quantize_rows);
@@ -295,26 +315,29 @@ impl PackedQ8 {
         }
         let groups = self.n.div_ceil(GROUP);
         let out_addr = out.as_mut_ptr() as usize;
+        // Rows in blocks that stay in cache while every group of columns passes over them.
         let run = |gs: std::ops::Range<usize>| {
-            for g in gs {
-                for r0 in (0..m).step_by(ROW_TILE) {
-                    let rows = ROW_TILE.min(m - r0);
-                    // SAFETY: the CPU has the ISA (checked when this matrix was made); a tile
-                    // writes only columns of group `g`, which no other task touches, and stays
-                    // inside `out` (`m * n` elements).
-                    let t = Tile {
-                        g,
-                        r0,
-                        rows,
-                        xq: &xq,
-                        xd: &xd,
-                        out: out_addr as *mut f32,
-                        m,
-                    };
-                    unsafe {
-                        match isa {
-                            PackedIsa::Avx512Vnni => tile(self, t),
-                            PackedIsa::Avx2 => tile_avx2(self, t),
+            for rb in (0..m).step_by(ROW_BLOCK) {
+                for g in gs.clone() {
+                    for r0 in (rb..m.min(rb + ROW_BLOCK)).step_by(ROW_TILE) {
+                        let rows = ROW_TILE.min(m - r0);
+                        // SAFETY: the CPU has the ISA (checked when this matrix was made); a tile
+                        // writes only columns of group `g`, which no other task touches, and stays
+                        // inside `out` (`m * n` elements).
+                        let t = Tile {
+                            g,
+                            r0,
+                            rows,
+                            xq: &xq,
+                            xd: &xd,
+                            out: out_addr as *mut f32,
+                            m,
+                        };
+                        unsafe {
+                            match isa {
+                                PackedIsa::Avx512Vnni => tile(self, t),
+                                PackedIsa::Avx2 => tile_avx2(self, t),
+                            }
                         }
                     }
                 }
@@ -393,69 +416,93 @@ unsafe fn quantize_block_avx2(_: &[f32], _: &mut [u8]) -> f32 {
     unreachable!("packed Q8 weights are only made on x86-64")
 }
 
-/// [`tile`] with AVX2: each half of the group's 16 columns in turn, `|x|` times the weights
-/// with the sign of `x` applied (`vpmaddubsw` takes its first operand unsigned; Q8_0 values
-/// stay within ±127, so a pair of products cannot saturate 16 bits).
+/// [`tile`] with AVX2: `|x|` times the weights with the sign of `x` applied (`vpmaddubsw` takes
+/// its first operand unsigned; Q8_0 values stay within ±127, so a pair of products cannot
+/// saturate 16 bits), [`QUAD`] rows at a time and then one by one.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_avx2(w: &PackedQ8, tile: Tile<'_>) {
+    let mut r = 0;
+    while r + QUAD <= tile.rows {
+        // SAFETY: the caller's contract, for rows r0 + r .. r0 + r + QUAD of the tile.
+        unsafe { rows_avx2::<QUAD>(w, tile, tile.r0 + r) };
+        r += QUAD;
+    }
+    while r < tile.rows {
+        unsafe { rows_avx2::<1>(w, tile, tile.r0 + r) };
+        r += 1;
+    }
+}
+
+/// Rows of an AVX2 tile that share each load of the weights.
+const QUAD: usize = 4;
+
+/// Rows `first..first + R` of [`tile_avx2`], both halves of the group's 16 columns from each
+/// broadcast input.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn rows_avx2<const R: usize>(w: &PackedQ8, tile: Tile<'_>, first: usize) {
     use std::arch::x86_64::*;
     let Tile {
-        g,
-        r0,
-        rows,
-        xq,
-        xd,
-        out,
-        m,
+        g, xq, xd, out, m, ..
     } = tile;
     let blocks = w.k / BLOCK;
     let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..blocks {
+        let gb = g * blocks + b;
+        let wq = w.qs[gb * GROUP * BLOCK..(gb + 1) * GROUP * BLOCK].as_ptr();
+        let xp: [*const i32; R] = std::array::from_fn(|r| {
+            let at = ((first + r) * blocks + b) * 2 * BLOCK;
+            xq[at..at + 2 * BLOCK].as_ptr().cast()
+        });
+        let mut sum = [[_mm256_setzero_si256(); 2]; R];
+        for j in 0..BLOCK / 4 {
+            // SAFETY (all loads): the group's block holds 8 chunks of 64 bytes (both halves),
+            // 16 scales; each row's block 32 input bytes and their 32 magnitudes.
+            let w0 = unsafe { _mm256_loadu_si256(wq.add(j * 64).cast()) };
+            let w1 = unsafe { _mm256_loadu_si256(wq.add(j * 64 + 32).cast()) };
+            for (sum, xp) in sum.iter_mut().zip(&xp) {
+                let x = _mm256_set1_epi32(unsafe { xp.add(j).read_unaligned() });
+                let ax = _mm256_set1_epi32(unsafe { xp.add(BLOCK / 4 + j).read_unaligned() });
+                let p0 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, x));
+                let p1 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, x));
+                sum[0] = _mm256_add_epi32(sum[0], _mm256_madd_epi16(p0, ones));
+                sum[1] = _mm256_add_epi32(sum[1], _mm256_madd_epi16(p1, ones));
+            }
+        }
+        let sc = w.scales[gb * GROUP..].as_ptr();
+        let sc: [__m256; 2] = std::array::from_fn(|h| {
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(sc.add(h * 8).cast()) })
+        });
+        for (r, (acc, sum)) in acc.iter_mut().zip(&sum).enumerate() {
+            let d = _mm256_set1_ps(xd[(first + r) * blocks + b]);
+            for h in 0..2 {
+                let s = _mm256_mul_ps(sc[h], d);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[h]), s, acc[h]);
+            }
+        }
+    }
     for h in 0..GROUP / 8 {
         let c0 = g * GROUP + h * 8;
         if c0 >= w.n {
             break;
-        }
-        let mut acc = [_mm256_setzero_ps(); ROW_TILE];
-        for b in 0..blocks {
-            let gb = g * blocks + b;
-            let wq = w.qs[gb * GROUP * BLOCK..(gb + 1) * GROUP * BLOCK].as_ptr();
-            // SAFETY (all loads): each slice holds what is read (8 chunks of 64 bytes, of
-            // which this half's 32; 8 scales; 32 input bytes a row).
-            let wv: [__m256i; 8] = std::array::from_fn(|j| unsafe {
-                _mm256_loadu_si256(wq.add(j * 64 + h * 32).cast())
-            });
-            let sc = _mm256_cvtph_ps(unsafe {
-                _mm_loadu_si128(w.scales[gb * GROUP + h * 8..].as_ptr().cast())
-            });
-            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                let row = r0 + r;
-                let xp = xq[(row * blocks + b) * BLOCK..].as_ptr().cast::<i32>();
-                let dot4 = |j: usize| {
-                    let x = _mm256_set1_epi32(unsafe { xp.add(j).read_unaligned() });
-                    let p =
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(wv[j], x));
-                    _mm256_madd_epi16(p, ones)
-                };
-                let mut lo = dot4(0);
-                let mut hi = dot4(4);
-                for j in 1..4 {
-                    lo = _mm256_add_epi32(lo, dot4(j));
-                    hi = _mm256_add_epi32(hi, dot4(j + 4));
-                }
-                let dot = _mm256_add_epi32(lo, hi);
-                let s = _mm256_mul_ps(sc, _mm256_set1_ps(xd[row * blocks + b]));
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, *acc);
-            }
         }
         let cols = 8.min(w.n - c0);
         let mask = _mm256_cmpgt_epi32(
             _mm256_set1_epi32(cols as i32),
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
         );
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            debug_assert!((r0 + r) * w.n + c0 + cols <= m * w.n);
-            unsafe { _mm256_maskstore_ps(out.add((r0 + r) * w.n + c0), mask, *acc) };
+        for (r, acc) in acc.iter().enumerate() {
+            debug_assert!((first + r) * w.n + c0 + cols <= m * w.n);
+            let dst = unsafe { out.add((first + r) * w.n + c0) };
+            // A masked store takes many cycles on AMD's cores: only the last columns pay it.
+            if cols == 8 {
+                unsafe { _mm256_storeu_ps(dst, acc[h]) };
+            } else {
+                unsafe { _mm256_maskstore_ps(dst, mask, acc[h]) };
+            }
         }
     }
 }

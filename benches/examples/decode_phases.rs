@@ -8,7 +8,11 @@ use sde_benches::{decode_prompts, random_smollm2_135m, run_decode};
 use sde_engine::Q8Scope;
 
 fn main() -> Result<()> {
-    let batch: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(8);
+    let batch: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(8);
     let mut model = random_smollm2_135m(7)?;
     let mut prompts = decode_prompts(&model, batch, 0, 13);
     if let Ok(len) = std::env::var("PROMPT_LEN") {
@@ -17,7 +21,11 @@ fn main() -> Result<()> {
     }
     let scopes = match std::env::args().nth(2).as_deref() {
         Some("q8") => vec![Q8Scope::LayersAndHead],
-        _ => vec![Q8Scope::Off, Q8Scope::LayersAndHead, Q8Scope::LayersHeadAndPrompts],
+        _ => vec![
+            Q8Scope::Off,
+            Q8Scope::LayersAndHead,
+            Q8Scope::LayersHeadAndPrompts,
+        ],
     };
     for scope in scopes {
         model.set_q8_decode(scope)?;

@@ -83,13 +83,14 @@ impl Q8Matrix {
     /// Quantizes `weight` (`[out, in]`, f32).
     pub(crate) fn new(weight: &Tensor) -> Result<Self> {
         let (n, k) = weight.dims2()?;
-        if let Some(isa) = PackedIsa::detect().filter(|_| weight.device().is_cpu()) {
-            if k % BLOCK == 0 && n > 0 {
-                let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                return Ok(Q8Matrix::Packed(std::sync::Arc::new(PackedQ8::quantize(
-                    &w, n, k, isa,
-                ))));
-            }
+        if let Some(isa) = PackedIsa::detect().filter(|_| weight.device().is_cpu())
+            && k % BLOCK == 0
+            && n > 0
+        {
+            let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            return Ok(Q8Matrix::Packed(std::sync::Arc::new(PackedQ8::quantize(
+                &w, n, k, isa,
+            ))));
         }
         let q = QTensor::quantize(&weight.contiguous()?, GgmlDType::Q8_0)?;
         Ok(Q8Matrix::Candle(QMatMul::from_qtensor(q)?))

@@ -1,5 +1,7 @@
 //! Where batched greedy decoding spends its time: the prompt pass against the decode steps,
-//! for each Q8_0 scope: `cargo run --release -p sde-benches --example decode_phases -- [batch]`.
+//! for each Q8_0 scope: `cargo run --release -p sde-benches --example decode_phases -- [batch]
+//! [q8]` (`q8`: the Q8_0 layers-and-head scope only). `PROMPT_LEN=N` cuts the 128-token prompts
+//! to N tokens, so that a profile of the run is mostly decode steps.
 
 use std::time::Instant;
 

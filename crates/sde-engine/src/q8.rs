@@ -708,14 +708,7 @@ mod tests {
                     }
                 }
                 let x = Tensor::from_vec(xv, (m, k), &dev).unwrap();
-                let got = q.forward(&x).unwrap();
-                let f = x.matmul(&w.t().unwrap()).unwrap();
-                let err = (got - &f).unwrap().abs().unwrap().max_all().unwrap();
-                let scale = f.abs().unwrap().max_all().unwrap();
-                let (err, scale) = (
-                    err.to_scalar::<f32>().unwrap(),
-                    scale.to_scalar::<f32>().unwrap(),
-                );
+                let (err, scale) = error_and_scale(&q, &x, &w);
                 let bound = if outliers { 0.02 } else { 0.01 };
                 assert!(
                     err <= bound * scale,
@@ -732,14 +725,20 @@ mod tests {
         let (n, k, m) = (64, 128, 4);
         let w = Tensor::from_vec(random(n * k, 5), (n, k), &Device::Cpu).unwrap();
         let x = Tensor::from_vec(random(m * k, 6), (m, k), &Device::Cpu).unwrap();
-        let q = Q8Matrix::new(&w).unwrap().forward(&x).unwrap();
+        let (err, scale) = error_and_scale(&Q8Matrix::new(&w).unwrap(), &x, &w);
+        assert!(err <= 0.01 * scale, "error {err} at scale {scale}");
+    }
+
+    /// The largest difference between `q`'s product with `x` and the f32 product `x · wᵀ`, and
+    /// the largest magnitude of the latter.
+    fn error_and_scale(q: &Q8Matrix, x: &Tensor, w: &Tensor) -> (f32, f32) {
+        let got = q.forward(x).unwrap();
         let f = x.matmul(&w.t().unwrap()).unwrap();
-        let err = (q - &f).unwrap().abs().unwrap().max_all().unwrap();
+        let err = (got - &f).unwrap().abs().unwrap().max_all().unwrap();
         let scale = f.abs().unwrap().max_all().unwrap();
-        let (err, scale) = (
+        (
             err.to_scalar::<f32>().unwrap(),
             scale.to_scalar::<f32>().unwrap(),
-        );
-        assert!(err <= 0.01 * scale, "error {err} at scale {scale}");
+        )
     }
 }

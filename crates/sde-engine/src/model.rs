@@ -840,9 +840,39 @@ impl Llama {
             }
             None => (k, v),
         };
-        let total = k.dim(2)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
+        let fused = if cached {
+            crate::kernels::cached_attention(&q, &k, &v, &geo.bias, t)?
+        } else {
+            None
+        };
+        let out = match fused {
+            Some(out) => out,
+            None => self.attention_products(&q, &k, &v, geo, (rep, t), cached, diff)?,
+        };
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        layer.o.forward(&out, train, geo.precision, &self.rng)
+    }
+
+    /// `softmax(q kᵀ + bias) v` through the general products: `q` `[b, nkv, rep·t, hd]`,
+    /// `k` and `v` `[b, nkv, total, hd]`; `[b, nkv, rep·t, hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_products(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        geo: &Geometry,
+        (rep, t): (usize, usize),
+        cached: bool,
+        diff: bool,
+    ) -> Result<Tensor> {
+        let (b, nkv, _, _) = q.dims4()?;
+        let total = k.dim(2)?;
         let scores = if cached {
             q.mm(&k.t()?)?
         } else {
@@ -855,16 +885,11 @@ impl Llama {
             crate::kernels::masked_softmax_or_generic(&scores, &geo.bias)?
         };
         let probs = probs.reshape((b, nkv, rep * t, total))?;
-        let out = if cached {
-            probs.mm(&v)?
+        Ok(if cached {
+            probs.mm(v)?
         } else {
             probs.matmul(&v.contiguous()?)?
-        };
-        let out = out
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
-        layer.o.forward(&out, train, geo.precision, &self.rng)
+        })
     }
 }
 

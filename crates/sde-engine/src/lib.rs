@@ -52,7 +52,8 @@ pub use train::{StepReport, TrainConfig, TrainSummary, train};
 /// from 2.14 to 2.07 s; turning the pool off (`CANDLE_NUM_THREADS=1`) slows inference by 10%.
 pub const CPU_ENV_DEFAULTS: &[(&str, &str)] = &[("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000")];
 
-/// Sets each of [`CPU_ENV_DEFAULTS`] that the user has not set.
+/// Sets each of [`CPU_ENV_DEFAULTS`] that the user has not set, and applies
+/// [`apply_allocator_defaults`].
 ///
 /// # Safety
 /// Changes the process environment: call it first thing in `main`, before any other thread
@@ -63,6 +64,42 @@ pub unsafe fn apply_cpu_env_defaults() {
         if std::env::var_os(key).is_none() {
             // SAFETY: the caller guarantees no other thread exists yet.
             unsafe { std::env::set_var(key, value) };
+        }
+    }
+    apply_allocator_defaults();
+}
+
+/// Keeps freed memory in the process (glibc on Linux; elsewhere nothing): the engine allocates
+/// and frees buffers of megabytes many times a second (activations, logits, packed inputs),
+/// and glibc's defaults give much of that memory back to the OS when it is freed, so that
+/// the next buffer faults its pages in and zeroes them again. Here blocks up to 32 MiB come
+/// from the heaps, heaps are not trimmed, and grow 256 MiB at a time (address space, not
+/// memory, until touched). Measured on 2 cores with SmolLM2-135M (`sde-bench-worker`, runs
+/// alternating with and without): a batch-8 × 128 train step 4-9% faster with 60% fewer
+/// page faults and the same peak RSS; batch-8 greedy decode (Q8_0 layers and head) 10-15%
+/// faster with half the page faults and 110 MiB more peak RSS; batch-8 scoring about 8%
+/// faster. Left alone where the user tunes the allocator (`GLIBC_TUNABLES` or a `MALLOC_`
+/// variable).
+#[allow(unsafe_code)]
+pub fn apply_allocator_defaults() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_tuned = std::env::vars_os().any(|(k, _)| {
+            let k = k.to_string_lossy();
+            k == "GLIBC_TUNABLES" || k.starts_with("MALLOC_")
+        });
+        if !user_tuned {
+            const MIB: libc::c_int = 1 << 20;
+            // Setting any of these turns off glibc's own adjustment of the mmap threshold,
+            // which is why the threshold is set too.
+            for (param, value) in [
+                (libc::M_MMAP_THRESHOLD, 32 * MIB),
+                (libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
+                (libc::M_TOP_PAD, 256 * MIB),
+            ] {
+                // SAFETY: mallopt only sets allocator parameters; it is thread-safe.
+                unsafe { libc::mallopt(param, value) };
+            }
         }
     }
 }

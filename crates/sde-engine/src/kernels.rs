@@ -565,20 +565,8 @@ pub(crate) fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Option<Te
             par_rows(&mut out, tk, |row, orow| {
                 let group = if gb == 1 { 0 } else { row / per_group };
                 let brow = &bias[(group * tq + row % tq) * tk..][..tk];
-                let srow = &s[row * tk..(row + 1) * tk];
-                let mut max = f32::NEG_INFINITY;
-                for ((o, &sv), &bv) in orow.iter_mut().zip(srow).zip(brow) {
-                    *o = sv + bv;
-                    max = max.max(*o);
-                }
-                for o in orow.iter_mut() {
-                    let d = *o - max;
-                    *o = if d < EXP_UNDERFLOW { 0.0 } else { exp_f32(d) };
-                }
-                let inv = 1.0 / sum_lanes(orow);
-                for o in orow.iter_mut() {
-                    *o *= inv;
-                }
+                orow.copy_from_slice(&s[row * tk..(row + 1) * tk]);
+                softmax_biased_in_place(orow, brow);
             });
         })
     })??;
@@ -587,6 +575,22 @@ pub(crate) fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Option<Te
         (g, nkv, rep, tq, tk),
         scores.device(),
     )?))
+}
+
+/// `row = softmax(row + bias)`; entries more than 104 below the maximum are exactly 0.
+#[inline(always)]
+fn softmax_biased_in_place(row: &mut [f32], bias: &[f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (s, &b) in row.iter_mut().zip(bias) {
+        *s += b;
+        max = max.max(*s);
+    }
+    for s in row.iter_mut() {
+        let d = *s - max;
+        *s = if d < EXP_UNDERFLOW { 0.0 } else { exp_f32(d) };
+    }
+    let inv = 1.0 / sum_lanes(row);
+    row.iter_mut().for_each(|s| *s *= inv);
 }
 
 /// [`masked_softmax`], or candle's softmax of the broadcast sum where it does not apply.
@@ -632,6 +636,7 @@ pub(crate) fn cached_attention(
         || !fused_ok(v)
         || !fused_ok(bias)
         || t == 0
+        || b * nkv * total * hd == 0
         || rows % t != 0
         || rows > CACHED_ATTENTION_MAX_ROWS
         || k.dims() != [b, nkv, total, hd]
@@ -669,18 +674,7 @@ pub(crate) fn cached_attention(
                     }
                 }
                 for (r, pr) in p.chunks_exact_mut(total).enumerate() {
-                    let brow = &brows[(r % t) * total..(r % t + 1) * total];
-                    let mut max = f32::NEG_INFINITY;
-                    for (s, &bv) in pr.iter_mut().zip(brow) {
-                        *s += bv;
-                        max = max.max(*s);
-                    }
-                    for s in pr.iter_mut() {
-                        let d = *s - max;
-                        *s = if d < EXP_UNDERFLOW { 0.0 } else { exp_f32(d) };
-                    }
-                    let inv = 1.0 / sum_lanes(pr);
-                    pr.iter_mut().for_each(|s| *s *= inv);
+                    softmax_biased_in_place(pr, &brows[(r % t) * total..(r % t + 1) * total]);
                 }
                 for j in 0..total {
                     let vj = &vg[j * vrs..j * vrs + hd];

@@ -849,7 +849,7 @@ impl Llama {
         };
         let out = match fused {
             Some(out) => out,
-            None => self.attention_products(&q, &k, &v, geo, (rep, t), cached, diff)?,
+            None => self.attention_products(&q, &k, &v, geo, t, cached, diff)?,
         };
         let out = out
             .reshape((b, nh, t, hd))?
@@ -858,8 +858,8 @@ impl Llama {
         layer.o.forward(&out, train, geo.precision, &self.rng)
     }
 
-    /// `softmax(q kᵀ + bias) v` through the general products: `q` `[b, nkv, rep·t, hd]`,
-    /// `k` and `v` `[b, nkv, total, hd]`; `[b, nkv, rep·t, hd]`.
+    /// `softmax(q kᵀ + bias) v` through the general products: `q` `[b, nkv, rep·t, hd]` for
+    /// `t` new positions, `k` and `v` `[b, nkv, total, hd]`; `[b, nkv, rep·t, hd]`.
     #[allow(clippy::too_many_arguments)]
     fn attention_products(
         &self,
@@ -867,12 +867,12 @@ impl Llama {
         k: &Tensor,
         v: &Tensor,
         geo: &Geometry,
-        (rep, t): (usize, usize),
+        t: usize,
         cached: bool,
         diff: bool,
     ) -> Result<Tensor> {
-        let (b, nkv, _, _) = q.dims4()?;
-        let total = k.dim(2)?;
+        let (b, nkv, rows, _) = q.dims4()?;
+        let (rep, total) = (rows / t, k.dim(2)?);
         let scores = if cached {
             q.mm(&k.t()?)?
         } else {

@@ -110,13 +110,23 @@ impl Linear {
         Ok(y.reshape(out_dims)?)
     }
 
-    /// Makes (`on`) or drops the Q8_0 copy of the weight that decode steps read. An unmerged
-    /// adapter still applies on top (in f32).
+    /// Makes (`on`) or drops the quantized copy of the weight that decode steps read. An
+    /// unmerged adapter still applies on top (in f32); a merged one is taken back out where
+    /// the base weight is exactly Q4_1 ([`crate::q8::Q8Matrix::with_merged_adapter`]).
     pub(crate) fn quantize_q8(&mut self, on: bool) -> Result<()> {
-        self.q8 = if on {
-            Some(q8_matmul(&self.weight)?)
-        } else {
-            None
+        self.q8 = match &self.lora {
+            _ if !on => None,
+            Some(lora) if lora.merged => {
+                let base = (&self.weight - Self::delta(lora)?)?;
+                Some(crate::q8::Q8Matrix::with_merged_adapter(
+                    &self.weight,
+                    &base,
+                    lora.a.as_tensor(),
+                    lora.b.as_tensor(),
+                    lora.scale,
+                )?)
+            }
+            _ => Some(q8_matmul(&self.weight)?),
         };
         Ok(())
     }

@@ -617,11 +617,11 @@ impl Llama {
     /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 56 of 56
     /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 48
     /// (the head's margins are the thinnest), with [`Q8Scope::LayersHeadAndPrompts`] 48.
-    /// With AVX2 but no AVX-512 (Zen 3) the same packed product gives 56, 48 and 35 (the f32
-    /// prompt products sum in another order there); candle's Q8_0 kernel, used on CPUs with
-    /// neither, sums the quantized product in another order and gave 43 and 35 for the first
-    /// two: a token's fate at a thin margin turns on the order. See `docs/performance.md` for speed and a fidelity measure on the
-    /// benchmark's prompts.
+    /// With AVX2 but no AVX-512 (Zen 3) the layers keep the GGUF's exact Q4_1 values instead
+    /// of Q8_0 ones (see `q8.rs`), and give 56, 29 and 48; candle's Q8_0 kernel, used on CPUs
+    /// with neither, sums the quantized product in another order and gave 43 and 35 for the
+    /// first two: a token's fate at a thin margin turns on the order. See
+    /// `docs/performance.md` for speed and a fidelity measure on the benchmark's prompts.
     pub fn set_q8_decode(&mut self, scope: Q8Scope) -> Result<()> {
         let layers = scope != Q8Scope::Off;
         for layer in &mut self.layers {

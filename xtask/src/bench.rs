@@ -225,15 +225,15 @@ impl Workload {
                     ("decode", "sde engine (candle), f32"),
                     (
                         "decode-q8",
-                        "sde engine (candle), Q8_0 layers in decode steps",
+                        "sde engine (candle), quantized layers in decode steps",
                     ),
                     (
                         "decode-q8-all",
-                        "sde engine (candle), Q8_0 layers and head in decode steps",
+                        "sde engine (candle), quantized layers and head in decode steps",
                     ),
                     (
                         "decode-q8-prompts",
-                        "sde engine (candle), Q8_0 layers and head in prompts and decode steps",
+                        "sde engine (candle), quantized layers and head in prompts and decode steps",
                     ),
                 ],
                 vec![("decode", "HF generate()")],
@@ -641,6 +641,18 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
 }
 
+/// The formats a decode worker reports for the layers' quantized weights.
+fn quantized_layers(v: &Value) -> Vec<String> {
+    v["quantized_layers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One measured row of the report.
 struct Row {
     side: &'static str,
@@ -652,9 +664,12 @@ struct Row {
     max: f64,
     gflops: f64,
     rss: Option<f64>,
-    /// Q8_0 decode rows: the share of the f32 greedy tokens reproduced before the first
+    /// Quantized decode rows: the share of the f32 greedy tokens reproduced before the first
     /// divergence, on the same prompts.
     agreement: Option<f64>,
+    /// Quantized decode rows: the formats of the layers' quantized weights (the worker's
+    /// `quantized_layers`).
+    quantized_layers: Vec<String>,
     /// bf16 rows (both sides): how far the bf16 pass is from the f32 one on the same input
     /// and weights (the workers' `bf16_vs_f32`).
     bf16_vs_f32: Option<Value>,
@@ -805,6 +820,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                             gflops: tok_s * flops_per_token(w, "sde") / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
+                            quantized_layers: quantized_layers(&v),
                             bf16_vs_f32: bf16_vs_f32(&v),
                         });
                     }
@@ -843,6 +859,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                                 / 1e9,
                             rss: v["peak_rss_mib"].as_f64(),
                             agreement: v["agreement_with_f32"].as_f64(),
+                            quantized_layers: Vec::new(),
                             bf16_vs_f32: bf16_vs_f32(&v),
                         });
                     }
@@ -1035,6 +1052,26 @@ fn render(r: &Report<'_>) -> String {
             );
         }
     }
+    let mut formats: Vec<&str> = Vec::new();
+    for row in r.table.iter().flat_map(|(_, rows)| rows) {
+        for f in &row.quantized_layers {
+            if !formats.contains(&f.as_str()) {
+                formats.push(f);
+            }
+        }
+    }
+    if !formats.is_empty() {
+        let _ = writeln!(
+            s,
+            "- Quantized decode rows: layer weights in {}{}; the output head, where a row says so, in Q8_0; inputs quantized to 8 bits in blocks of 32.",
+            formats.join(" and "),
+            if formats.contains(&"Q4_1") {
+                " (Q4_1: the GGUF's own 4-bit values, kept as they are where the CPU has AVX2 but not AVX-512 VNNI)"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "- Protocol: each workload and variant runs in {} fresh process(es) of {} timed rep(s) on each side (speed varies more between processes than between reps of one process); tokens/s is the median over all of them, min and max included; {}; peak RSS is the highest VmHWM of the runs during the timed part (reset after the model loaded).",
@@ -1156,7 +1193,7 @@ fn render(r: &Report<'_>) -> String {
     if !fidelity.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Q8_0 fidelity\n\nThe share of the engine's f32 greedy tokens that each Q8_0 variant reproduces before its first divergence, on the same prompts (an untimed run of its own; one early flip at a thin margin costs the rest of the row).\n\n| workload | variant | tokens as f32 |\n|---|---|---|\n{}",
+            "\n## Quantized decode fidelity\n\nThe share of the engine's f32 greedy tokens that each quantized variant reproduces before its first divergence, on the same prompts (an untimed run of its own; one early flip at a thin margin costs the rest of the row).\n\n| workload | variant | tokens as f32 |\n|---|---|---|\n{}",
             fidelity.join("\n")
         );
     }
@@ -1308,9 +1345,9 @@ fn render(r: &Report<'_>) -> String {
                     "×",
                 );
                 for (variant, what) in [
-                    ("decode-q8", "Q8_0 layers"),
-                    ("decode-q8-all", "Q8_0 layers and head"),
-                    ("decode-q8-prompts", "Q8_0 everywhere in generation"),
+                    ("decode-q8", "quantized layers"),
+                    ("decode-q8-all", "quantized layers and head"),
+                    ("decode-q8-prompts", "quantized everywhere in generation"),
                 ] {
                     let q8 = get(w, variant)
                         .zip(get(w, "decode"))

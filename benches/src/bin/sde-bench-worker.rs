@@ -392,6 +392,7 @@ fn main() -> Result<()> {
                 "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS, "shared": args.shared, "new_tokens": NEW_TOKENS,
                 "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps,
                 "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "agreement_with_f32": agreement,
+                "quantized_layers": model.quantized_layer_formats(),
             })
         }
         "score" | "score-bf16" => {

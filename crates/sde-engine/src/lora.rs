@@ -131,6 +131,11 @@ impl Linear {
         Ok(())
     }
 
+    /// The format of the quantized copy ([`Linear::quantize_q8`]), if there is one.
+    pub(crate) fn q8_format(&self) -> Option<&'static str> {
+        self.q8.as_ref().map(crate::q8::Q8Matrix::format)
+    }
+
     /// The contiguous `[in, out]` copy of the weight (made once).
     fn transposed(&self) -> Result<&Tensor> {
         if let Some(t) = self.weight_t.get() {

@@ -643,6 +643,23 @@ impl Llama {
         Ok(())
     }
 
+    /// The formats of the decoder layers' quantized copies ([`Llama::set_q8_decode`]), each
+    /// once in the order first met: `"Q4_1"` where a weight is exactly Q4_1 and the CPU has
+    /// AVX2 but not AVX-512 VNNI, else `"Q8_0"`; empty when there are none.
+    pub fn quantized_layer_formats(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for t in LoraTarget::ALL {
+                if let Some(f) = layer.linear(t).q8_format()
+                    && !out.contains(&f)
+                {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
+
     /// Runs the decoder layers' products with their frozen weights in bf16 (f32 sums) on CPUs
     /// with AVX512-BF16: training's forward and input-gradient products, and inference
     /// products of more than 16 rows (scoring, prompts). Twice the arithmetic rate of f32;
@@ -1029,7 +1046,10 @@ mod tests {
                 .unwrap()
         };
         let f32_hidden = run(&model, false);
+        assert!(model.quantized_layer_formats().is_empty());
         model.set_q8_decode(Q8Scope::LayersAndHead).unwrap();
+        // Random weights are not Q4_1.
+        assert_eq!(model.quantized_layer_formats(), ["Q8_0"]);
         assert_eq!(max_diff(&run(&model, true), &f32_hidden), 0.0);
         model.set_q8_decode(Q8Scope::LayersHeadAndPrompts).unwrap();
         assert_eq!(max_diff(&run(&model, false), &f32_hidden), 0.0);

@@ -148,6 +148,14 @@ impl Q8Matrix {
         Self::new(weight)
     }
 
+    /// The weights' format: `"Q4_1"` or `"Q8_0"`.
+    pub(crate) fn format(&self) -> &'static str {
+        match self {
+            Q8Matrix::Packed(p) if p.isa == PackedIsa::Avx2Q4_1 => "Q4_1",
+            _ => "Q8_0",
+        }
+    }
+
     /// `x` (`[m, in]`) times the transposed weight: `[m, out]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {

@@ -701,7 +701,7 @@ pub(crate) fn cached_attention(
 
 /// Dot product with 16 partial sums, which the compiler vectorizes.
 #[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let rest: f32 = ca

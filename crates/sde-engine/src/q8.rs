@@ -316,7 +316,7 @@ impl LowRank {
     fn add_product(&self, x: &[f32], k: usize, n: usize, out: &mut [f32]) {
         let add_row = |(x, out): (&[f32], &mut [f32])| {
             for (a, bt) in self.a.chunks_exact(k).zip(self.bt.chunks_exact(n)) {
-                let xa = dot(x, a);
+                let xa = crate::kernels::dot_lanes(x, a);
                 for (o, &b) in out.iter_mut().zip(bt) {
                     *o += xa * b;
                 }
@@ -329,24 +329,6 @@ impl LowRank {
             x.chunks(k).zip(out.chunks_mut(n)).for_each(add_row);
         }
     }
-}
-
-/// `Σ x·y` in eight independent sums (which the compiler keeps in vector registers).
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(yc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (x, y) in xc.zip(yc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 impl PackedQ8 {
@@ -503,8 +485,8 @@ impl PackedQ8 {
                         unsafe {
                             match isa {
                                 PackedIsa::Avx512Vnni => tile(self, t),
-                                PackedIsa::Avx2 => tile_avx2(self, t),
-                                PackedIsa::Avx2Q4_1 => tile_avx2_q4_1(self, t),
+                                PackedIsa::Avx2 => tile_avx2::<false>(self, t),
+                                PackedIsa::Avx2Q4_1 => tile_avx2::<true>(self, t),
                             }
                         }
                     }
@@ -594,19 +576,24 @@ unsafe fn quantize_block_avx2(_: &[f32], _: &mut [u8]) -> f32 {
 
 /// [`tile`] with AVX2: `|x|` times the weights with the sign of `x` applied (`vpmaddubsw` takes
 /// its first operand unsigned; Q8_0 values stay within ±127, so a pair of products cannot
-/// saturate 16 bits), [`QUAD`] rows at a time and then one by one.
+/// saturate 16 bits), or with `Q4_1` [`rows_avx2_q4_1`]; [`QUAD`] rows at a time and then one by
+/// one. (One instance per format: with both in one function, decode ran about 5% slower.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2(w: &PackedQ8, tile: Tile<'_>) {
+unsafe fn tile_avx2<const Q4_1: bool>(w: &PackedQ8, tile: Tile<'_>) {
     let mut r = 0;
-    while r + QUAD <= tile.rows {
-        // SAFETY: the caller's contract, for rows r0 + r .. r0 + r + QUAD of the tile.
-        unsafe { rows_avx2::<QUAD>(w, tile, tile.r0 + r) };
-        r += QUAD;
-    }
     while r < tile.rows {
-        unsafe { rows_avx2::<1>(w, tile, tile.r0 + r) };
-        r += 1;
+        let (first, quad) = (tile.r0 + r, r + QUAD <= tile.rows);
+        // SAFETY: the caller's contract, for rows `first..` of the tile.
+        unsafe {
+            match (Q4_1, quad) {
+                (false, true) => rows_avx2::<QUAD>(w, tile, first),
+                (false, false) => rows_avx2::<1>(w, tile, first),
+                (true, true) => rows_avx2_q4_1::<QUAD>(w, tile, first),
+                (true, false) => rows_avx2_q4_1::<1>(w, tile, first),
+            }
+        }
+        r += if quad { QUAD } else { 1 };
     }
 }
 
@@ -702,7 +689,7 @@ unsafe fn store_rows_avx2<const R: usize>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_avx2(_: &PackedQ8, _: Tile<'_>) {
+unsafe fn tile_avx2<const Q4_1: bool>(_: &PackedQ8, _: Tile<'_>) {
     unreachable!("packed Q8 weights are only made on x86-64")
 }
 
@@ -738,32 +725,7 @@ fn q4_1_block(w: &[f32]) -> Option<(f16, f16, [u8; BLOCK])> {
     Some((d, m, q))
 }
 
-/// Rows of a Q4_1 tile that share each load of the weights: with more, their sums and
-/// accumulators no longer fit in the 16 registers.
-const PAIR: usize = 4;
-
-/// [`tile_avx2`] for [`PackedIsa::Avx2Q4_1`] weights.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2_q4_1(w: &PackedQ8, tile: Tile<'_>) {
-    let mut r = 0;
-    while r + PAIR <= tile.rows {
-        // SAFETY: the caller's contract, for rows r0 + r .. r0 + r + PAIR of the tile.
-        unsafe { rows_avx2_q4_1::<PAIR>(w, tile, tile.r0 + r) };
-        r += PAIR;
-    }
-    while r < tile.rows {
-        unsafe { rows_avx2_q4_1::<1>(w, tile, tile.r0 + r) };
-        r += 1;
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_avx2_q4_1(_: &PackedQ8, _: Tile<'_>) {
-    unreachable!("packed Q4_1 weights are only made on x86-64")
-}
-
-/// Rows `first..first + R` of [`tile_avx2_q4_1`]. Per block, `Σ w x = d_w d_x Σ q q_x + m_w ·
+/// Rows `first..first + R` of [`tile_avx2`] for [`PackedIsa::Avx2Q4_1`] weights. Per block, `Σ w x = d_w d_x Σ q q_x + m_w ·
 /// d_x Σ q_x`: the integer sums take `vpmaddubsw` (weights unsigned, inputs signed) into 16
 /// bits, where a block's 16 pair sums stay within ±30480, and one `vpmaddwd` a block.
 #[cfg(target_arch = "x86_64")]

@@ -278,9 +278,10 @@ pub(crate) struct PredictOptions {
     /// Sampling seed.
     #[arg(long, default_value_t = 1)]
     sample_seed: u64,
-    /// Decode steps read Q8_0 copies of the (merged) layer weights; prompts and the output
-    /// head stay f32. Faster at small batch; the accuracy effect is measured in
-    /// docs/performance.md.
+    /// Decode steps read quantized copies of the (merged) layer weights: Q8_0, or the GGUF's
+    /// own Q4_1 values where they are exactly that and the CPU has AVX2 but not AVX-512 VNNI;
+    /// prompts and the output head stay f32. Faster at small batch; the accuracy effect is
+    /// measured in docs/performance.md.
     #[arg(long)]
     q8: bool,
     /// With --q8, the output head too (faster still, less faithful).

@@ -605,14 +605,15 @@ impl Llama {
         Ok(())
     }
 
-    /// Decode steps (at most 16 new rows) read Q8_0 copies of the weights named by `scope`: a
-    /// quarter of the f32 weight traffic, which is what bounds decoding at small batch.
-    /// Prompts (prefill), scoring and training stay f32, except that
-    /// [`Q8Scope::LayersHeadAndPrompts`] runs generation's prompts in Q8_0 too (with AVX-512
-    /// VNNI, the products of many rows run several times faster than in f32; with AVX2 alone,
-    /// slower than f32). Merge
-    /// LoRA first ([`Llama::merge_lora`]); merging or unmerging afterwards drops the layer
-    /// copies.
+    /// Decode steps (at most 16 new rows) read quantized copies of the weights named by
+    /// `scope` (Q8_0, or for layers that are exactly Q4_1 on a CPU with AVX2 but not AVX-512
+    /// VNNI, those 4-bit values: [`Llama::quantized_layer_formats`]): a quarter of the f32
+    /// weight traffic or less, which is what bounds decoding at small batch. Prompts
+    /// (prefill), scoring and training stay f32, except that [`Q8Scope::LayersHeadAndPrompts`]
+    /// runs generation's prompts quantized too (with AVX-512 VNNI, the products of many rows
+    /// run several times faster than in f32; with AVX2 alone, about as fast as f32 in Q8_0 and
+    /// faster in Q4_1). Merge LoRA first ([`Llama::merge_lora`]); merging or unmerging
+    /// afterwards drops the layer copies.
     ///
     /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 56 of 56
     /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 48

@@ -81,7 +81,7 @@ pub struct SpecialIds {
 pub struct EncodedSample {
     /// Index of the sample in the input list.
     pub index: usize,
-    /// Token ids: [BOS] prompt completion EOS.
+    /// Token ids: \[BOS\] prompt completion EOS.
     pub input_ids: Vec<u32>,
     /// `loss_mask[i]` is true when token `i` is a loss target (predicted from tokens `..i`);
     /// `loss_mask[0]` is always false.

@@ -96,17 +96,15 @@ impl Q8Matrix {
     /// and the weight is exactly Q4_1 (as the default model's layers are, dequantized from
     /// its GGUF), it keeps those 4-bit values instead: no rounding of the weights at all.
     pub(crate) fn new(weight: &Tensor) -> Result<Self> {
+        if let Some(p) = Self::q4_1(weight)? {
+            return Ok(Q8Matrix::Packed(std::sync::Arc::new(p)));
+        }
         let (n, k) = weight.dims2()?;
         if let Some(isa) = PackedIsa::detect().filter(|_| weight.device().is_cpu())
             && k % BLOCK == 0
             && n > 0
         {
             let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            if isa == PackedIsa::Avx2
-                && let Some(p) = PackedQ8::from_q4_1(&w, n, k)
-            {
-                return Ok(Q8Matrix::Packed(std::sync::Arc::new(p)));
-            }
             return Ok(Q8Matrix::Packed(std::sync::Arc::new(PackedQ8::quantize(
                 &w, n, k, isa,
             ))));
@@ -127,25 +125,30 @@ impl Q8Matrix {
         b: &Tensor,
         scale: f64,
     ) -> Result<Self> {
-        let (n, k) = base.dims2()?;
-        if PackedIsa::detect() == Some(PackedIsa::Avx2)
-            && base.device().is_cpu()
-            && k % BLOCK == 0
-            && n > 0
-        {
-            let w = base.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            if let Some(mut p) = PackedQ8::from_q4_1(&w, n, k) {
-                let r = a.dim(0)?;
-                let bt = (b.t()? * scale)?.contiguous()?;
-                p.adapter = Some(LowRank {
-                    r,
-                    a: a.contiguous()?.flatten_all()?.to_vec1()?,
-                    bt: bt.flatten_all()?.to_vec1()?,
-                });
-                return Ok(Q8Matrix::Packed(std::sync::Arc::new(p)));
-            }
+        if let Some(mut p) = Self::q4_1(base)? {
+            let bt = (b.t()? * scale)?.contiguous()?;
+            p.adapter = Some(LowRank {
+                a: a.contiguous()?.flatten_all()?.to_vec1()?,
+                bt: bt.flatten_all()?.to_vec1()?,
+            });
+            return Ok(Q8Matrix::Packed(std::sync::Arc::new(p)));
         }
         Self::new(weight)
+    }
+
+    /// `weight` packed as Q4_1 where it is exactly that and the CPU takes the Q4_1 product
+    /// (AVX2 but not AVX-512 VNNI); `None` otherwise.
+    fn q4_1(weight: &Tensor) -> Result<Option<PackedQ8>> {
+        let (n, k) = weight.dims2()?;
+        if PackedIsa::detect() != Some(PackedIsa::Avx2)
+            || !weight.device().is_cpu()
+            || k % BLOCK != 0
+            || n == 0
+        {
+            return Ok(None);
+        }
+        let w = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(PackedQ8::from_q4_1(&w, n, k))
     }
 
     /// The weights' format: `"Q4_1"` or `"Q8_0"`.
@@ -306,7 +309,6 @@ pub(crate) struct PackedQ8 {
 /// `scale · B A` as `x (B A)ᵀ` needs it: `a` is A (`[r, k]`), `bt` is `scale · Bᵀ` (`[r, n]`).
 #[derive(Debug)]
 struct LowRank {
-    r: usize,
     a: Vec<f32>,
     bt: Vec<f32>,
 }
@@ -322,8 +324,9 @@ impl LowRank {
                 }
             }
         };
-        let rows = out.len() / n;
-        if rows * self.r * (k + n) >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1 {
+        // Multiply-adds: rows × r × (k + n).
+        let work = out.len() / n * self.a.len() / k * (k + n);
+        if work >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1 {
             x.par_chunks(k).zip(out.par_chunks_mut(n)).for_each(add_row);
         } else {
             x.chunks(k).zip(out.chunks_mut(n)).for_each(add_row);

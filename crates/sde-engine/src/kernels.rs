@@ -86,6 +86,20 @@ fn gemm_one(
         }
         return;
     }
+    if crate::sgemm::applies(m, k, n) {
+        fn view(o: Operand<'_>) -> crate::sgemm::View<'_> {
+            crate::sgemm::View {
+                data: &o.data[..o.extent(1)],
+                rows: o.rows,
+                cols: o.cols,
+                row_stride: o.row_stride,
+                col_stride: o.col_stride,
+            }
+        }
+        let parallel = !matches!(parallelism, Parallelism::None);
+        crate::sgemm::gemm(&mut dst[..m * n], view(a), view(b), accumulate, parallel);
+        return;
+    }
     // SAFETY: the asserts above keep every index gemm reads (row * rs + col * cs for
     // row < rows, col < cols) inside `a.data` / `b.data`, and every index it writes inside
     // `dst[..m * n]`; the three slices cannot alias (`dst` is a unique borrow).
@@ -886,6 +900,21 @@ mod tests {
         close(
             &matmul(&x, &w.t().unwrap()).unwrap(),
             &x.matmul(&w.t().unwrap()).unwrap(),
+        );
+        // Enough rows for the AVX2 blocked product (`crate::sgemm`) where the CPU runs it,
+        // as the first term of a sum and as a later one (accumulating).
+        let x = Tensor::randn(0f32, 1.0, (600, 96), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (72, 96), &dev).unwrap();
+        let wide = Tensor::randn(0f32, 1.0, (600, 40), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (40, 72), &dev).unwrap();
+        close(
+            &matmul(&x, &w.t().unwrap()).unwrap(),
+            &x.matmul(&w.t().unwrap()).unwrap(),
+        );
+        let want = (x.matmul(&w.t().unwrap()).unwrap() + wide.matmul(&v).unwrap()).unwrap();
+        close(
+            &matmul_sum(&[(&wide, &v), (&x, &w.t().unwrap())]).unwrap(),
+            &want,
         );
         // Batched (attention-shaped), with a transposed and a narrowed operand.
         let q = Tensor::randn(0f32, 1.0, (2, 3, 12, 8), &dev).unwrap();

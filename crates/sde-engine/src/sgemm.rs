@@ -1,0 +1,434 @@
+//! f32 matrix products with AVX2 and FMA, for CPUs without AVX-512.
+//!
+//! The gemm crate's AVX2 path ran the engine's shapes (576 to 1536 wide, hundreds to
+//! thousands of rows) at about half of the FMA rate of a Zen 3 core. This is the classic
+//! blocked product: both operands packed per block, a 6 × 16 register tile (12 accumulators,
+//! two loads of the right operand and six broadcasts per step of the inner dimension), the
+//! inner dimension taken whole up to [`KC_MAX`] so that each output tile is written once, and
+//! the output tile prefetched before its sums start. Where the CPU has AVX-512 the gemm
+//! crate's `x86-v4` kernels are faster, and they run instead ([`applies`]).
+//!
+//! Invariant: the result is the f32 product summed in order along the inner dimension within
+//! each block of it (tested against a scalar reference below); only the order of the sums
+//! differs from other kernels.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+/// Rows of the register tile.
+const MR: usize = 6;
+/// Columns of the register tile: two 8-lane registers.
+const NR: usize = 16;
+/// The most inner positions per block: a tile's packed rows (`KC_MAX × 6 × 4` bytes) stay in
+/// the L1 cache, and the model's widths up to 576 run in one block.
+const KC_MAX: usize = 640;
+/// Rows per block of the left operand: four register tiles share each column panel.
+const MC: usize = 4 * MR;
+/// Products of fewer rows stay with the gemm crate: packing the right operand for each
+/// product costs more than the faster tile brings (measured at 128 and 256 rows on Zen 3).
+const MIN_ROWS: usize = 512;
+/// Products smaller than this (multiply-adds) stay with the gemm crate: packing both
+/// operands costs more than it brings.
+const MIN_WORK: usize = 1 << 18;
+
+/// One strided matrix inside a slice: element `(r, c)` is `data[r * row_stride + c *
+/// col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+#[cfg(test)]
+impl View<'_> {
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.row_stride + c * self.col_stride]
+    }
+}
+
+/// Whether this CPU has AVX2 and FMA but not AVX-512.
+fn cpu_fits() -> bool {
+    static FITS: OnceLock<bool> = OnceLock::new();
+    *FITS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && !std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Whether an `[m, k] @ [k, n]` product runs here rather than in the gemm crate: on CPUs
+/// with AVX2 and FMA but no AVX-512, for products of at least 16 rows and 16 columns.
+pub(crate) fn applies(m: usize, k: usize, n: usize) -> bool {
+    m >= MIN_ROWS && n >= 16 && k >= 8 && m * n * k >= MIN_WORK && cpu_fits()
+}
+
+thread_local! {
+    /// Packing space reused across products on each thread.
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's packing space, or on fresh space where a
+/// product on this thread already holds it (rayon runs other tasks while one waits).
+fn with_space<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    PACKED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// `dst = a @ b`, or `dst += a @ b` with `accumulate`; `dst` is `[a.rows, b.cols]`
+/// row-major; on all of rayon's threads with `parallel`.
+///
+/// # Panics
+/// If the shapes disagree, an operand's last element lies outside its slice, or
+/// [`applies`] is false for the CPU.
+pub(crate) fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(cpu_fits(), "sgemm: this CPU lacks AVX2 and FMA");
+    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
+    assert!(dst.len() >= m * n, "sgemm: destination too small");
+    for v in [&a, &b] {
+        if v.rows > 0 && v.cols > 0 {
+            assert!(
+                (v.rows - 1) * v.row_stride + (v.cols - 1) * v.col_stride < v.data.len(),
+                "sgemm: operand outside its slice"
+            );
+        }
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let blocks = k.div_ceil(KC_MAX);
+    let kc_len = k.div_ceil(blocks);
+    let panels = n.div_ceil(NR);
+    let row_blocks = m.div_ceil(MC);
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    // Tasks: row blocks, each split into column chunks when there are too few to share.
+    let chunks = if threads == 1 {
+        1
+    } else {
+        (2 * threads).div_ceil(row_blocks).min(panels)
+    };
+    let per_chunk = panels.div_ceil(chunks);
+    let out = dst.as_mut_ptr() as usize;
+    with_space(panels * kc_len * NR, |bpack| {
+        for p0 in (0..k).step_by(kc_len) {
+            let kc = kc_len.min(k - p0);
+            let bpack = &mut bpack[..panels * kc * NR];
+            let pack = |(j, panel): (usize, &mut [f32])| pack_panel(panel, b, p0, kc, j * NR);
+            if threads > 1 {
+                bpack.par_chunks_mut(kc * NR).enumerate().for_each(pack);
+            } else {
+                bpack.chunks_mut(kc * NR).enumerate().for_each(pack);
+            }
+            let bpack = &*bpack;
+            let add = accumulate || p0 > 0;
+            let task = |t: usize| {
+                let (ib, jc) = (t / chunks, t % chunks);
+                let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
+                let tiles = rows.div_ceil(MR);
+                with_space(tiles * kc * MR, |apack| {
+                    for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
+                        pack_rows(tile, a, i0 + ir * MR, p0, kc);
+                    }
+                    for j in jc * per_chunk..panels.min((jc + 1) * per_chunk) {
+                        let bp = &bpack[j * kc * NR..(j + 1) * kc * NR];
+                        let cols = NR.min(n - j * NR);
+                        for (ir, ap) in apack.chunks(kc * MR).enumerate() {
+                            let r0 = i0 + ir * MR;
+                            // SAFETY: the CPU has AVX2 and FMA (asserted); the tile's rows
+                            // `r0..r0 + min(MR, m - r0)` and columns `j * NR..+cols` lie inside
+                            // `dst` (`m * n`), and no other task writes them.
+                            unsafe {
+                                kernel(
+                                    kc,
+                                    ap.as_ptr(),
+                                    bp.as_ptr(),
+                                    (out as *mut f32).add(r0 * n + j * NR),
+                                    n,
+                                    MR.min(m - r0),
+                                    cols,
+                                    add,
+                                );
+                            }
+                        }
+                    }
+                });
+            };
+            let tasks = row_blocks * chunks;
+            if threads > 1 {
+                (0..tasks).into_par_iter().for_each(task);
+            } else {
+                (0..tasks).for_each(task);
+            }
+        }
+    });
+}
+
+/// Packs inner positions `p0..p0 + kc` of columns `c0..c0 + NR` of `b` as `kc` rows of
+/// [`NR`] values (zeros past the last column).
+fn pack_panel(panel: &mut [f32], b: View<'_>, p0: usize, kc: usize, c0: usize) {
+    let cols = NR.min(b.cols - c0);
+    assert!(panel.len() == kc * NR && p0 + kc <= b.rows);
+    if cols < NR {
+        panel.fill(0.0);
+    }
+    let src = b.data.as_ptr();
+    for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+        let at = (p0 + p) * b.row_stride + c0 * b.col_stride;
+        for (c, v) in row[..cols].iter_mut().enumerate() {
+            // SAFETY: row `p0 + p < b.rows`, column `c0 + c < b.cols`: inside `b.data`, as
+            // `gemm` asserted for the view's last element.
+            *v = unsafe { *src.add(at + c * b.col_stride) };
+        }
+    }
+}
+
+/// Packs inner positions `p0..p0 + kc` of rows `r0..r0 + MR` of `a` as `kc` groups of
+/// [`MR`] values (zeros past the last row).
+fn pack_rows(tile: &mut [f32], a: View<'_>, r0: usize, p0: usize, kc: usize) {
+    let rows = MR.min(a.rows - r0);
+    assert!(tile.len() == kc * MR && p0 + kc <= a.cols);
+    if rows < MR {
+        tile.fill(0.0);
+    }
+    let src = a.data.as_ptr();
+    for (p, group) in tile.chunks_exact_mut(MR).enumerate() {
+        let at = r0 * a.row_stride + (p0 + p) * a.col_stride;
+        for (r, v) in group[..rows].iter_mut().enumerate() {
+            // SAFETY: row `r0 + r < a.rows`, column `p0 + p < a.cols`: inside `a.data`, as
+            // `gemm` asserted for the view's last element.
+            *v = unsafe { *src.add(at + r * a.row_stride) };
+        }
+    }
+}
+
+/// One register tile: `c (+)= a b` over `kc` inner positions, for the packed rows `a`
+/// (`kc × MR`) and columns `b` (`kc × NR`); `c` has row stride `ldc`, and only its first
+/// `rows` rows and `cols` columns are written.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` and `b` hold `kc` packed groups; rows `< rows` and columns
+/// `< cols` of `c` are valid for reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    // The output tile is usually out of cache: fetching it while the sums run hides the wait.
+    for r in 0..rows {
+        // SAFETY: row `r < rows` of `c` is valid (the caller's contract); a prefetch of an
+        // address inside it does not fault.
+        unsafe {
+            let row = c.add(r * ldc);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.add(cols - 1).cast());
+        }
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        // SAFETY: `p < kc` packed groups of `NR` and `MR` values (the caller's contract).
+        unsafe {
+            let b0 = _mm256_loadu_ps(b.add(p * NR));
+            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(p * MR + r));
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+    }
+    if rows == MR && cols == NR {
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: a full tile: all `MR` rows and `NR` columns are valid.
+            unsafe {
+                let row = c.add(r * ldc);
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if add {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+                }
+                _mm256_storeu_ps(row, v0);
+                _mm256_storeu_ps(row.add(8), v1);
+            }
+        }
+        return;
+    }
+    let mut tile = [0f32; MR * NR];
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: `tile` holds `MR` rows of `NR` floats.
+        unsafe {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR), acc[0]);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + 8), acc[1]);
+        }
+    }
+    for r in 0..rows {
+        for (cc, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
+            // SAFETY: row `r < rows`, column `cc < cols` (the caller's contract).
+            unsafe {
+                let at = c.add(r * ldc + cc);
+                *at = if add { *at + v } else { v };
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    _: usize,
+    _: *const f32,
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every shape class (partial tiles in rows and columns, several inner blocks, one row
+    /// block or many, transposed operands, accumulation, one thread or all) against a
+    /// scalar f64 product.
+    #[test]
+    fn products_equal_a_scalar_reference() {
+        if !cpu_fits() {
+            eprintln!("note: this CPU has AVX-512 or lacks AVX2; the gemm crate runs instead");
+            return;
+        }
+        let shapes = [
+            (16, 16, 8),
+            (23, 41, 17),
+            (96, 576, 192),
+            (130, 1536, 576),
+            (7, 64, 1000),
+            (300, 1300, 33),
+            (64, 2000, 64),
+        ];
+        for (i, &(m, k, n)) in shapes.iter().enumerate() {
+            let av = values(m * k * 2, 2 * i as u64);
+            let bv = values(k * n * 2, 2 * i as u64 + 1);
+            for (transposed_a, transposed_b, accumulate, parallel) in [
+                (false, false, false, true),
+                (false, true, false, true),
+                (true, false, true, false),
+                (true, true, true, true),
+            ] {
+                // Transposed views read every other element of a wider buffer, so the
+                // strides are neither 1 nor the width.
+                let a = if transposed_a {
+                    View {
+                        data: &av,
+                        rows: m,
+                        cols: k,
+                        row_stride: 2,
+                        col_stride: 2 * m,
+                    }
+                } else {
+                    View {
+                        data: &av,
+                        rows: m,
+                        cols: k,
+                        row_stride: k,
+                        col_stride: 1,
+                    }
+                };
+                let b = if transposed_b {
+                    View {
+                        data: &bv,
+                        rows: k,
+                        cols: n,
+                        row_stride: 2,
+                        col_stride: 2 * k,
+                    }
+                } else {
+                    View {
+                        data: &bv,
+                        rows: k,
+                        cols: n,
+                        row_stride: n,
+                        col_stride: 1,
+                    }
+                };
+                let start = values(m * n, 99);
+                let mut dst = if accumulate {
+                    start.clone()
+                } else {
+                    vec![f32::NAN; m * n]
+                };
+                crate::kernels::in_pool(|| gemm(&mut dst, a, b, accumulate, parallel));
+                for r in 0..m {
+                    for c in 0..n {
+                        let mut want: f64 =
+                            (0..k).map(|p| a.at(r, p) as f64 * b.at(p, c) as f64).sum();
+                        if accumulate {
+                            want += start[r * n + c] as f64;
+                        }
+                        let got = dst[r * n + c] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (k as f64).sqrt() * (1.0 + want.abs()),
+                            "[{m}, {k}] @ [{k}, {n}] ({transposed_a}, {transposed_b}, \
+                             {accumulate}) at ({r}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

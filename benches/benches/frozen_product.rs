@@ -1,6 +1,8 @@
 //! One product with a frozen weight at the shapes of a SmolLM2-135M train step (1024 rows:
-//! batch 4 × 256 or 8 × 128), in f32 (candle's matmul) and, on CPUs with AVX512-BF16, in the
-//! engine's bf16 kernel (the weight packed once, outside the timed loop, as in training).
+//! batch 4 × 256 or 8 × 128), in f32 (candle's matmul), on CPUs with AVX2 but not AVX-512 in
+//! the engine's own f32 product (`sgemm`, what the engine runs there), and on CPUs with
+//! AVX512-BF16 in the engine's bf16 kernel (the weight packed once, outside the timed loop, as
+//! in training).
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
@@ -10,6 +12,7 @@ use std::time::Duration;
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sde_engine::bf16::{PackedBf16, matmul_into, supported};
+use sde_engine::sgemm::{self, View};
 
 fn frozen_product(c: &mut Criterion) {
     let mut group = c.benchmark_group("frozen_product");
@@ -27,6 +30,28 @@ fn frozen_product(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("f32", &shape), |b| {
             b.iter(|| x.matmul(&w_t).expect("matmul"))
         });
+        if sgemm::supported() {
+            let xs = x
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("input data");
+            let ws = w_t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("weight data");
+            let mut out = vec![0f32; m * n];
+            group.bench_function(BenchmarkId::new("f32-sgemm", &shape), |b| {
+                b.iter(|| {
+                    sgemm::gemm(
+                        &mut out,
+                        View::row_major(&xs, m, k),
+                        View::row_major(&ws, k, n),
+                        false,
+                        true,
+                    )
+                })
+            });
+        }
         if supported() {
             let xs = x
                 .flatten_all()

@@ -1,9 +1,12 @@
 //! GFLOP/s of candle's f32 matmul on the shapes of a SmolLM2-135M train step (rows = batch ×
-//! sequence): `cargo run --release -p sde-benches --example matmul_shapes -- [rows]`.
+//! sequence), and beside it the engine's AVX2 product (`sde_engine::sgemm`) where the CPU runs
+//! it, the two alternating (the fastest of 40 runs each): `cargo run --release -p sde-benches --example matmul_shapes --
+//! [rows]`.
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use sde_engine::sgemm::{self, View};
 
 fn main() -> anyhow::Result<()> {
     let rows: usize = std::env::args()
@@ -38,18 +41,44 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..3 {
             run()?;
         }
-        let reps = 50;
-        let t = Instant::now();
-        for _ in 0..reps {
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let ws = w.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; rows * n];
+        let mut ours = || {
+            let b = if transposed {
+                View::transposed(&ws, k, n)
+            } else {
+                View::row_major(&ws, k, n)
+            };
+            sgemm::gemm(&mut out, View::row_major(&xs, rows, k), b, false, true);
+        };
+        let flops = 2.0 * (rows * k * n) as f64;
+        let (mut candle, mut engine) = (f64::MAX, f64::MAX);
+        // Alternating, the fastest of 40 each: the machine's speed drifts within minutes.
+        for _ in 0..40 {
+            let t = Instant::now();
             run()?;
+            candle = candle.min(t.elapsed().as_secs_f64());
+            if sgemm::supported() {
+                let t = Instant::now();
+                ours();
+                engine = engine.min(t.elapsed().as_secs_f64());
+            }
         }
-        let s = t.elapsed().as_secs_f64() / reps as f64;
-        let gf = 2.0 * (rows * k * n) as f64 / s / 1e9;
-        println!(
-            "[{rows}x{k}] @ {}[{k}x{n}]: {:.3} ms, {gf:.1} GFLOP/s",
-            if transposed { "W^T" } else { "W" },
-            s * 1e3
+        let rate = |s: f64| flops / s / 1e9;
+        let shape = format!(
+            "[{rows}x{k}] @ {}[{k}x{n}]",
+            if transposed { "W^T" } else { "W" }
         );
+        if sgemm::supported() {
+            println!(
+                "{shape}: candle {:.1} GFLOP/s, sgemm {:.1} GFLOP/s",
+                rate(candle),
+                rate(engine)
+            );
+        } else {
+            println!("{shape}: candle {:.1} GFLOP/s", rate(candle));
+        }
     }
     Ok(())
 }

@@ -787,6 +787,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         pb.println("bf16 rows skipped: this CPU lacks AVX512-BF16");
     }
     let sde_peak = sde_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
+    let sde_own_matmul = sde_matmul
+        .as_ref()
+        .and_then(|v| v.get("kernel"))
+        .and_then(|k| k.as_str())
+        == Some("sgemm");
     let peer_peak = peer_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
 
     let mut raw = Vec::new();
@@ -911,6 +916,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         protocol,
         table: &table,
         sde_peak,
+        sde_own_matmul,
         peer_peak,
         fma_peak,
         fma_isa,
@@ -931,6 +937,8 @@ struct Report<'a> {
     protocol: Protocol,
     table: &'a [(Workload, Vec<Row>)],
     sde_peak: Option<f64>,
+    /// Whether the engine's f32 products run in its own AVX2 kernel (`sgemm`) on this CPU.
+    sde_own_matmul: bool,
     peer_peak: Option<f64>,
     /// Measured FP32 FMA throughput (the widest FMA chains the CPU runs, on 2 threads).
     fma_peak: Option<f64>,
@@ -1041,7 +1049,12 @@ fn render(r: &Report<'_>) -> String {
         None => {
             let _ = writeln!(
                 s,
-                "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend."
+                "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend{}.",
+                if r.sde_own_matmul {
+                    "; f32 products of 256 rows or more in the engine's own AVX2 kernel (`sgemm`: this CPU has AVX2 and FMA but not AVX-512)"
+                } else {
+                    ""
+                }
             );
         }
         Some(w) => {
@@ -1092,7 +1105,12 @@ fn render(r: &Report<'_>) -> String {
     let _ = writeln!(s, "| | GFLOP/s |\n|---|---|");
     let _ = writeln!(
         s,
-        "| engine (candle) matmul, measured | {} |",
+        "| engine matmul ({}), measured | {} |",
+        if r.sde_own_matmul {
+            "its AVX2 kernel, `sgemm`"
+        } else {
+            "candle"
+        },
         fmt_opt(r.sde_peak, 1)
     );
     let _ = writeln!(

@@ -23,7 +23,7 @@ pub mod optim;
 pub mod prefix;
 mod q8;
 pub mod score;
-mod sgemm;
+pub mod sgemm;
 pub mod tokenizer;
 pub mod train;
 

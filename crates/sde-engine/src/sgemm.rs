@@ -27,9 +27,13 @@ const NR: usize = 16;
 const KC_MAX: usize = 640;
 /// Rows per block of the left operand: four register tiles share each column panel.
 const MC: usize = 4 * MR;
-/// Products of fewer rows stay with the gemm crate: packing the right operand for each
-/// product costs more than the faster tile brings (measured at 128 and 256 rows on Zen 3).
-const MIN_ROWS: usize = 512;
+/// Products of fewer rows stay with the gemm crate: at 128 rows, packing the right operand
+/// for each product cost about what the faster tile brought (`examples/matmul_shapes.rs` in
+/// `benches/`, Zen 3); from 256 rows this product was faster on every training shape but one.
+const MIN_ROWS: usize = 256;
+/// Bytes of the right operand packed at a time: columns are taken in blocks that fit, so that
+/// the packed block stays in the last-level cache while the rows pass over it.
+const PACKED_B_MAX: usize = 4 << 20;
 /// Products smaller than this (multiply-adds) stay with the gemm crate: packing both
 /// operands costs more than it brings.
 const MIN_WORK: usize = 1 << 18;
@@ -37,12 +41,41 @@ const MIN_WORK: usize = 1 << 18;
 /// One strided matrix inside a slice: element `(r, c)` is `data[r * row_stride + c *
 /// col_stride]`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct View<'a> {
+pub struct View<'a> {
+    /// The elements.
     pub data: &'a [f32],
+    /// Rows of the matrix.
     pub rows: usize,
+    /// Columns of the matrix.
     pub cols: usize,
+    /// Distance between consecutive rows' elements.
     pub row_stride: usize,
+    /// Distance between consecutive columns' elements.
     pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major `[cols, rows]` matrix (a weight `W` read as `Wᵀ`).
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -52,8 +85,9 @@ impl View<'_> {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA but not AVX-512.
-fn cpu_fits() -> bool {
+/// Whether this CPU has AVX2 and FMA but not AVX-512: the CPUs [`gemm`] is made for and
+/// runs on.
+pub fn supported() -> bool {
     static FITS: OnceLock<bool> = OnceLock::new();
     *FITS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -72,7 +106,7 @@ fn cpu_fits() -> bool {
 /// Whether an `[m, k] @ [k, n]` product runs here rather than in the gemm crate: on CPUs
 /// with AVX2 and FMA but no AVX-512, for products of at least 16 rows and 16 columns.
 pub(crate) fn applies(m: usize, k: usize, n: usize) -> bool {
-    m >= MIN_ROWS && n >= 16 && k >= 8 && m * n * k >= MIN_WORK && cpu_fits()
+    m >= MIN_ROWS && n >= 16 && k >= 8 && m * n * k >= MIN_WORK && supported()
 }
 
 thread_local! {
@@ -98,11 +132,14 @@ fn with_space<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// row-major; on all of rayon's threads with `parallel`.
 ///
 /// # Panics
-/// If the shapes disagree, an operand's last element lies outside its slice, or
-/// [`applies`] is false for the CPU.
-pub(crate) fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
+/// If the shapes disagree, an operand's last element lies outside its slice, or the CPU is
+/// not [`supported`].
+pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(cpu_fits(), "sgemm: this CPU lacks AVX2 and FMA");
+    assert!(
+        supported(),
+        "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
+    );
     assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
     assert!(dst.len() >= m * n, "sgemm: destination too small");
     for v in [&a, &b] {
@@ -122,8 +159,34 @@ pub(crate) fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, 
         }
         return;
     }
-    let blocks = k.div_ceil(KC_MAX);
-    let kc_len = k.div_ceil(blocks);
+    let kc_len = k.div_ceil(k.div_ceil(KC_MAX));
+    // Column blocks whose packed columns (all of the inner dimension) fit the budget.
+    let nc = (PACKED_B_MAX / (4 * k) / NR).max(1) * NR;
+    for c0 in (0..n).step_by(nc) {
+        let cols = nc.min(n - c0);
+        let b = View {
+            data: &b.data[c0 * b.col_stride..],
+            cols,
+            ..b
+        };
+        block(dst, n, c0, a, b, kc_len, accumulate, parallel);
+    }
+}
+
+/// [`gemm`] for one block of columns: `dst[.., c0..c0 + b.cols] (+)= a @ b`, `dst` having
+/// row stride `ldd`.
+#[allow(clippy::too_many_arguments)]
+fn block(
+    dst: &mut [f32],
+    ldd: usize,
+    c0: usize,
+    a: View<'_>,
+    b: View<'_>,
+    kc_len: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(MC);
     let threads = if parallel {
@@ -138,29 +201,50 @@ pub(crate) fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, 
         (2 * threads).div_ceil(row_blocks).min(panels)
     };
     let per_chunk = panels.div_ceil(chunks);
+    assert!(dst.len() >= (m - 1) * ldd + c0 + n);
     let out = dst.as_mut_ptr() as usize;
-    with_space(panels * kc_len * NR, |bpack| {
-        for p0 in (0..k).step_by(kc_len) {
-            let kc = kc_len.min(k - p0);
-            let bpack = &mut bpack[..panels * kc * NR];
-            let pack = |(j, panel): (usize, &mut [f32])| pack_panel(panel, b, p0, kc, j * NR);
-            if threads > 1 {
-                bpack.par_chunks_mut(kc * NR).enumerate().for_each(pack);
-            } else {
-                bpack.chunks_mut(kc * NR).enumerate().for_each(pack);
-            }
-            let bpack = &*bpack;
-            let add = accumulate || p0 > 0;
-            let task = |t: usize| {
-                let (ib, jc) = (t / chunks, t % chunks);
-                let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
-                let tiles = rows.div_ceil(MR);
-                with_space(tiles * kc * MR, |apack| {
+    // All of `b`, packed: for each block of the inner dimension, its panels of `NR` columns.
+    with_space(k * panels * NR, |bpack| {
+        let pack = |(i, panel): (usize, &mut [f32])| {
+            let (p0, j) = (i / panels * kc_len, i % panels);
+            pack_panel(panel, b, p0, kc_len.min(k - p0), j * NR);
+        };
+        let panel_chunks = || {
+            (0..k).step_by(kc_len).flat_map(|p0| {
+                let kc = kc_len.min(k - p0);
+                std::iter::repeat_n(kc * NR, panels)
+            })
+        };
+        let mut parts = Vec::with_capacity(k.div_ceil(kc_len) * panels);
+        let mut rest = &mut bpack[..];
+        for len in panel_chunks() {
+            let (head, tail) = rest.split_at_mut(len);
+            parts.push(head);
+            rest = tail;
+        }
+        if threads > 1 {
+            parts.into_par_iter().enumerate().for_each(pack);
+        } else {
+            parts.into_iter().enumerate().for_each(pack);
+        }
+        let bpack = &*bpack;
+        // A task's output rows stay in cache from one block of the inner dimension to the
+        // next.
+        let task = |t: usize| {
+            let (ib, jc) = (t / chunks, t % chunks);
+            let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
+            let tiles = rows.div_ceil(MR);
+            with_space(tiles * kc_len * MR, |apack| {
+                for p0 in (0..k).step_by(kc_len) {
+                    let kc = kc_len.min(k - p0);
+                    let add = accumulate || p0 > 0;
+                    let apack = &mut apack[..tiles * kc * MR];
                     for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
                         pack_rows(tile, a, i0 + ir * MR, p0, kc);
                     }
                     for j in jc * per_chunk..panels.min((jc + 1) * per_chunk) {
-                        let bp = &bpack[j * kc * NR..(j + 1) * kc * NR];
+                        let at = p0 * panels * NR + j * kc * NR;
+                        let bp = &bpack[at..at + kc * NR];
                         let cols = NR.min(n - j * NR);
                         for (ir, ap) in apack.chunks(kc * MR).enumerate() {
                             let r0 = i0 + ir * MR;
@@ -172,8 +256,8 @@ pub(crate) fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, 
                                     kc,
                                     ap.as_ptr(),
                                     bp.as_ptr(),
-                                    (out as *mut f32).add(r0 * n + j * NR),
-                                    n,
+                                    (out as *mut f32).add(r0 * ldd + c0 + j * NR),
+                                    ldd,
                                     MR.min(m - r0),
                                     cols,
                                     add,
@@ -181,14 +265,14 @@ pub(crate) fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, 
                             }
                         }
                     }
-                });
-            };
-            let tasks = row_blocks * chunks;
-            if threads > 1 {
-                (0..tasks).into_par_iter().for_each(task);
-            } else {
-                (0..tasks).for_each(task);
-            }
+                }
+            });
+        };
+        let tasks = row_blocks * chunks;
+        if threads > 1 {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
         }
     });
 }
@@ -201,8 +285,44 @@ fn pack_panel(panel: &mut [f32], b: View<'_>, p0: usize, kc: usize, c0: usize) {
     if cols < NR {
         panel.fill(0.0);
     }
+    if b.col_stride == 1 {
+        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+            let at = (p0 + p) * b.row_stride + c0;
+            if cols == NR {
+                // A fixed length: two register moves instead of a call to `memmove`.
+                let row: &mut [f32; NR] = row.try_into().expect("a panel row");
+                *row = b.data[at..at + NR].try_into().expect("a panel row");
+            } else {
+                row[..cols].copy_from_slice(&b.data[at..at + cols]);
+            }
+        }
+        return;
+    }
+    let mut p = 0;
+    if b.row_stride == 1 && cols == NR {
+        // A transposed row-major matrix (`x Wᵀ`): each column is contiguous; 8 × 8 blocks
+        // are transposed in registers.
+        while p + 8 <= kc {
+            for half in 0..2 {
+                let at = (c0 + 8 * half) * b.col_stride + p0 + p;
+                // SAFETY: the CPU has AVX2 (`gemm` asserted it); columns `c0 + 8 half + i`
+                // (`i < 8`, all `< b.cols`) at rows `p0 + p..+8` (`<= b.rows`) lie inside
+                // `b.data`, as `gemm` asserted for the view's last element; the stores fill
+                // rows `p..p + 8` of the panel (`p + 8 <= kc`), 8 values each.
+                unsafe {
+                    transpose_8x8(
+                        b.data.as_ptr().add(at),
+                        b.col_stride,
+                        panel.as_mut_ptr().add(p * NR + 8 * half),
+                        NR,
+                    );
+                }
+            }
+            p += 8;
+        }
+    }
     let src = b.data.as_ptr();
-    for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+    for (p, row) in panel.chunks_exact_mut(NR).enumerate().skip(p) {
         let at = (p0 + p) * b.row_stride + c0 * b.col_stride;
         for (c, v) in row[..cols].iter_mut().enumerate() {
             // SAFETY: row `p0 + p < b.rows`, column `c0 + c < b.cols`: inside `b.data`, as
@@ -210,6 +330,59 @@ fn pack_panel(panel: &mut [f32], b: View<'_>, p0: usize, kc: usize, c0: usize) {
             *v = unsafe { *src.add(at + c * b.col_stride) };
         }
     }
+}
+
+/// Writes the transpose of the 8 × 8 block whose row `i` is `src[i * src_stride..][..8]` to
+/// `dst`, row `j` at `dst[j * dst_stride..][..8]`.
+///
+/// # Safety
+/// The CPU has AVX2; the 8 source and 8 destination rows are valid for 8 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    let r: [__m256; 8] =
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add(i * src_stride)) });
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let s = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let o = [
+        _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
+        _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
+        _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
+        _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
+        _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
+        _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
+        _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
+        _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
+    ];
+    for (j, o) in o.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_storeu_ps(dst.add(j * dst_stride), *o) };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transpose_8x8(_: *const f32, _: usize, _: *mut f32, _: usize) {
+    unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
 }
 
 /// Packs inner positions `p0..p0 + kc` of rows `r0..r0 + MR` of `a` as `kc` groups of
@@ -348,7 +521,7 @@ mod tests {
     /// scalar f64 product.
     #[test]
     fn products_equal_a_scalar_reference() {
-        if !cpu_fits() {
+        if !supported() {
             eprintln!("note: this CPU has AVX-512 or lacks AVX2; the gemm crate runs instead");
             return;
         }
@@ -360,52 +533,37 @@ mod tests {
             (7, 64, 1000),
             (300, 1300, 33),
             (64, 2000, 64),
+            // Several blocks of columns (`PACKED_B_MAX`).
+            (40, 3000, 400),
         ];
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
             let av = values(m * k * 2, 2 * i as u64);
             let bv = values(k * n * 2, 2 * i as u64 + 1);
-            for (transposed_a, transposed_b, accumulate, parallel) in [
-                (false, false, false, true),
-                (false, true, false, true),
-                (true, false, true, false),
-                (true, true, true, true),
+            // Layouts: 0 row-major, 1 a transposed row-major matrix (`Wᵀ`), 2 every other
+            // element of a wider transposed buffer (strides neither 1 nor the width).
+            for (layout_a, layout_b, accumulate, parallel) in [
+                (0, 0, false, true),
+                (0, 1, false, true),
+                (0, 2, true, false),
+                (2, 0, true, false),
+                (1, 1, true, true),
             ] {
-                // Transposed views read every other element of a wider buffer, so the
-                // strides are neither 1 nor the width.
-                let a = if transposed_a {
+                let view = |data, rows, cols, layout| {
+                    let (row_stride, col_stride) = match layout {
+                        0 => (cols, 1),
+                        1 => (1, rows),
+                        _ => (2, 2 * rows),
+                    };
                     View {
-                        data: &av,
-                        rows: m,
-                        cols: k,
-                        row_stride: 2,
-                        col_stride: 2 * m,
-                    }
-                } else {
-                    View {
-                        data: &av,
-                        rows: m,
-                        cols: k,
-                        row_stride: k,
-                        col_stride: 1,
+                        data,
+                        rows,
+                        cols,
+                        row_stride,
+                        col_stride,
                     }
                 };
-                let b = if transposed_b {
-                    View {
-                        data: &bv,
-                        rows: k,
-                        cols: n,
-                        row_stride: 2,
-                        col_stride: 2 * k,
-                    }
-                } else {
-                    View {
-                        data: &bv,
-                        rows: k,
-                        cols: n,
-                        row_stride: n,
-                        col_stride: 1,
-                    }
-                };
+                let a = view(&av[..], m, k, layout_a);
+                let b = view(&bv[..], k, n, layout_b);
                 let start = values(m * n, 99);
                 let mut dst = if accumulate {
                     start.clone()
@@ -423,7 +581,7 @@ mod tests {
                         let got = dst[r * n + c] as f64;
                         assert!(
                             (got - want).abs() <= 1e-5 * (k as f64).sqrt() * (1.0 + want.abs()),
-                            "[{m}, {k}] @ [{k}, {n}] ({transposed_a}, {transposed_b}, \
+                            "[{m}, {k}] @ [{k}, {n}] (layouts {layout_a}, {layout_b}, \
                              {accumulate}) at ({r}, {c}): {got} vs {want}"
                         );
                     }

@@ -903,10 +903,10 @@ mod tests {
         );
         // Enough rows for the AVX2 blocked product (`crate::sgemm`) where the CPU runs it,
         // as the first term of a sum and as a later one (accumulating).
-        let x = Tensor::randn(0f32, 1.0, (600, 96), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (72, 96), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (600, 160), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (144, 160), &dev).unwrap();
         let wide = Tensor::randn(0f32, 1.0, (600, 40), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (40, 72), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (40, 144), &dev).unwrap();
         close(
             &matmul(&x, &w.t().unwrap()).unwrap(),
             &x.matmul(&w.t().unwrap()).unwrap(),

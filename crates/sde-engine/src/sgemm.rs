@@ -34,9 +34,12 @@ const MIN_ROWS: usize = 256;
 /// Bytes of the right operand packed at a time: columns are taken in blocks that fit, so that
 /// the packed block stays in the last-level cache while the rows pass over it.
 const PACKED_B_MAX: usize = 4 << 20;
-/// Products smaller than this (multiply-adds) stay with the gemm crate: packing both
-/// operands costs more than it brings.
-const MIN_WORK: usize = 1 << 18;
+/// The longest part of the inner dimension packed at a time: [`PACKED_B_MAX`] then holds at
+/// least 256 columns.
+const K_PART_MAX: usize = 4096;
+/// Inner dimensions and columns outside this range stay with the gemm crate: it ran the
+/// attention heads' products (64 wide) and the output head's gradient (49152 deep) faster.
+const WIDTHS: std::ops::RangeInclusive<usize> = 128..=4096;
 
 /// One strided matrix inside a slice: element `(r, c)` is `data[r * row_stride + c *
 /// col_stride]`.
@@ -103,10 +106,11 @@ pub fn supported() -> bool {
     })
 }
 
-/// Whether an `[m, k] @ [k, n]` product runs here rather than in the gemm crate: on CPUs
-/// with AVX2 and FMA but no AVX-512, for products of at least 16 rows and 16 columns.
+/// Whether the engine runs an `[m, k] @ [k, n]` product here rather than in the gemm crate:
+/// on CPUs with AVX2 and FMA but no AVX-512, for the shapes of the model's projections
+/// (at least [`MIN_ROWS`] rows, `k` in [`WIDTHS`], at least 128 columns).
 pub(crate) fn applies(m: usize, k: usize, n: usize) -> bool {
-    m >= MIN_ROWS && n >= 16 && k >= 8 && m * n * k >= MIN_WORK && supported()
+    m >= MIN_ROWS && WIDTHS.contains(&k) && n >= *WIDTHS.start() && supported()
 }
 
 thread_local! {
@@ -160,16 +164,32 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
         return;
     }
     let kc_len = k.div_ceil(k.div_ceil(KC_MAX));
-    // Column blocks whose packed columns (all of the inner dimension) fit the budget.
-    let nc = (PACKED_B_MAX / (4 * k) / NR).max(1) * NR;
-    for c0 in (0..n).step_by(nc) {
-        let cols = nc.min(n - c0);
+    // Very long inner dimensions (the output head's gradient) run in parts that add up, so
+    // that a block of columns packed over a whole part still spans many columns.
+    let part_len = k.div_ceil(k.div_ceil(K_PART_MAX)).div_ceil(kc_len) * kc_len;
+    for q0 in (0..k).step_by(part_len) {
+        let kq = part_len.min(k - q0);
+        let a = View {
+            data: &a.data[q0 * a.col_stride..],
+            cols: kq,
+            ..a
+        };
         let b = View {
-            data: &b.data[c0 * b.col_stride..],
-            cols,
+            data: &b.data[q0 * b.row_stride..],
+            rows: kq,
             ..b
         };
-        block(dst, n, c0, a, b, kc_len, accumulate, parallel);
+        // Column blocks whose packed columns (all of the part) fit the budget.
+        let nc = (PACKED_B_MAX / (4 * kq) / NR).max(1) * NR;
+        for c0 in (0..n).step_by(nc) {
+            let cols = nc.min(n - c0);
+            let b = View {
+                data: &b.data[c0 * b.col_stride..],
+                cols,
+                ..b
+            };
+            block(dst, n, c0, a, b, kc_len, accumulate || q0 > 0, parallel);
+        }
     }
 }
 
@@ -533,8 +553,10 @@ mod tests {
             (7, 64, 1000),
             (300, 1300, 33),
             (64, 2000, 64),
-            // Several blocks of columns (`PACKED_B_MAX`).
+            // Several blocks of columns (`PACKED_B_MAX`), several parts of the inner
+            // dimension (`K_PART_MAX`).
             (40, 3000, 400),
+            (20, 9000, 40),
         ];
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
             let av = values(m * k * 2, 2 * i as u64);

@@ -1,5 +1,6 @@
 //! f32 matrix products on the CPU, called through the gemm crate with a threading choice
-//! that fits the shape.
+//! that fits the shape, or on CPUs with AVX2 but not AVX-512 through the engine's own product
+//! for the projections' shapes ([`crate::sgemm`]).
 //!
 //! candle hands every matmul to gemm with all threads. That is right for the big projections
 //! and wasteful for the small ones a LoRA step is full of: rank-8 adapter products and the

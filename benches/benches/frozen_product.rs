@@ -30,15 +30,15 @@ fn frozen_product(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("f32", &shape), |b| {
             b.iter(|| x.matmul(&w_t).expect("matmul"))
         });
+        let xs = x
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("input data");
+        let ws = w_t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("weight data");
         if sgemm::supported() {
-            let xs = x
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("input data");
-            let ws = w_t
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("weight data");
             let mut out = vec![0f32; m * n];
             group.bench_function(BenchmarkId::new("f32-sgemm", &shape), |b| {
                 b.iter(|| {
@@ -53,14 +53,6 @@ fn frozen_product(c: &mut Criterion) {
             });
         }
         if supported() {
-            let xs = x
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("input data");
-            let ws = w_t
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("weight data");
             let packed = PackedBf16::pack(&ws, k, n, n, 1);
             let mut out = vec![0f32; m * n];
             group.bench_function(BenchmarkId::new("bf16", &shape), |b| {

@@ -114,14 +114,20 @@ pub(crate) fn applies(m: usize, k: usize, n: usize) -> bool {
 }
 
 thread_local! {
-    /// Packing space reused across products on each thread.
-    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Space for a packed right operand, reused across products on each thread.
+    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Space for packed rows of a left operand, likewise.
+    static PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on `len` floats of this thread's packing space, or on fresh space where a
-/// product on this thread already holds it (rayon runs other tasks while one waits).
-fn with_space<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    PACKED.with(|cell| match cell.try_borrow_mut() {
+/// Runs `f` on `len` floats of this thread's `space`, or on fresh space where a product on
+/// this thread already holds it (rayon runs other tasks on a thread while it waits).
+fn with_space<R>(
+    space: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    space.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
                 v.resize(len, 0.0);
@@ -224,23 +230,20 @@ fn block(
     assert!(dst.len() >= (m - 1) * ldd + c0 + n);
     let out = dst.as_mut_ptr() as usize;
     // All of `b`, packed: for each block of the inner dimension, its panels of `NR` columns.
-    with_space(k * panels * NR, |bpack| {
+    with_space(&PACKED_B, k * panels * NR, |bpack| {
         let pack = |(i, panel): (usize, &mut [f32])| {
             let (p0, j) = (i / panels * kc_len, i % panels);
             pack_panel(panel, b, p0, kc_len.min(k - p0), j * NR);
         };
-        let panel_chunks = || {
-            (0..k).step_by(kc_len).flat_map(|p0| {
-                let kc = kc_len.min(k - p0);
-                std::iter::repeat_n(kc * NR, panels)
-            })
-        };
+        // One slice per panel (the last inner block's panels may be shorter).
         let mut parts = Vec::with_capacity(k.div_ceil(kc_len) * panels);
         let mut rest = &mut bpack[..];
-        for len in panel_chunks() {
-            let (head, tail) = rest.split_at_mut(len);
-            parts.push(head);
-            rest = tail;
+        for p0 in (0..k).step_by(kc_len) {
+            for _ in 0..panels {
+                let (panel, tail) = rest.split_at_mut(kc_len.min(k - p0) * NR);
+                parts.push(panel);
+                rest = tail;
+            }
         }
         if threads > 1 {
             parts.into_par_iter().enumerate().for_each(pack);
@@ -254,7 +257,7 @@ fn block(
             let (ib, jc) = (t / chunks, t % chunks);
             let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
             let tiles = rows.div_ceil(MR);
-            with_space(tiles * kc_len * MR, |apack| {
+            with_space(&PACKED_A, tiles * kc_len * MR, |apack| {
                 for p0 in (0..k).step_by(kc_len) {
                     let kc = kc_len.min(k - p0);
                     let add = accumulate || p0 > 0;
@@ -268,9 +271,10 @@ fn block(
                         let cols = NR.min(n - j * NR);
                         for (ir, ap) in apack.chunks(kc * MR).enumerate() {
                             let r0 = i0 + ir * MR;
-                            // SAFETY: the CPU has AVX2 and FMA (asserted); the tile's rows
-                            // `r0..r0 + min(MR, m - r0)` and columns `j * NR..+cols` lie inside
-                            // `dst` (`m * n`), and no other task writes them.
+                            // SAFETY: the CPU has AVX2 and FMA (`gemm` asserted it); the
+                            // tile's rows `r0..r0 + min(MR, m - r0)` and columns
+                            // `c0 + j * NR..+cols` lie inside `dst` (asserted above), and no
+                            // other task writes them.
                             unsafe {
                                 kernel(
                                     kc,

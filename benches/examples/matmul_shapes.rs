@@ -1,6 +1,7 @@
 //! GFLOP/s of candle's f32 matmul on the shapes of a SmolLM2-135M train step (rows = batch ×
 //! sequence), and beside it the engine's AVX2 product (`sde_engine::sgemm`) where the CPU runs
-//! it, the two alternating (the fastest of 40 runs each): `cargo run --release -p sde-benches --example matmul_shapes --
+//! it, packing the weight per product and packed once beforehand (as the engine's frozen
+//! weights are), all alternating (the fastest of 40 runs each): `cargo run --release -p sde-benches --example matmul_shapes --
 //! [rows]`.
 
 use std::time::Instant;
@@ -44,25 +45,33 @@ fn main() -> anyhow::Result<()> {
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let ws = w.flatten_all()?.to_vec1::<f32>()?;
         let mut out = vec![0f32; rows * n];
-        let mut ours = || {
-            let b = if transposed {
-                View::transposed(&ws, k, n)
-            } else {
-                View::row_major(&ws, k, n)
-            };
-            sgemm::gemm(&mut out, View::row_major(&xs, rows, k), b, false, true);
+        let b = if transposed {
+            View::transposed(&ws, k, n)
+        } else {
+            View::row_major(&ws, k, n)
+        };
+        let packed = sgemm::supported().then(|| sgemm::PackedRhs::pack(b));
+        let mut ours = |packed: Option<&sgemm::PackedRhs>| {
+            let a = View::row_major(&xs, rows, k);
+            match packed {
+                Some(p) => sgemm::gemm_packed(&mut out, a, p, false, true),
+                None => sgemm::gemm(&mut out, a, b, false, true),
+            }
         };
         let flops = 2.0 * (rows * k * n) as f64;
-        let (mut candle, mut engine) = (f64::MAX, f64::MAX);
+        let (mut candle, mut engine, mut prepacked) = (f64::MAX, f64::MAX, f64::MAX);
         // Alternating, the fastest of 40 each: the machine's speed drifts within minutes.
         for _ in 0..40 {
             let t = Instant::now();
             run()?;
             candle = candle.min(t.elapsed().as_secs_f64());
-            if sgemm::supported() {
+            if let Some(p) = &packed {
                 let t = Instant::now();
-                ours();
+                ours(None);
                 engine = engine.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                ours(Some(p));
+                prepacked = prepacked.min(t.elapsed().as_secs_f64());
             }
         }
         let rate = |s: f64| flops / s / 1e9;
@@ -72,9 +81,10 @@ fn main() -> anyhow::Result<()> {
         );
         if sgemm::supported() {
             println!(
-                "{shape}: candle {:.1} GFLOP/s, sgemm {:.1} GFLOP/s",
+                "{shape}: candle {:.1} GFLOP/s, sgemm {:.1}, packed beforehand {:.1}",
                 rate(candle),
-                rate(engine)
+                rate(engine),
+                rate(prepacked)
             );
         } else {
             println!("{shape}: candle {:.1} GFLOP/s", rate(candle));

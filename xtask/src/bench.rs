@@ -1051,7 +1051,7 @@ fn render(r: &Report<'_>) -> String {
                 s,
                 "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend{}.",
                 if r.sde_own_matmul {
-                    "; f32 products of 256 rows or more in the engine's own AVX2 kernel (`sgemm`: this CPU has AVX2 and FMA but not AVX-512)"
+                    "; the projections' f32 products in the engine's own AVX2 kernel (`sgemm`: this CPU has AVX2 and FMA but not AVX-512), frozen weights packed for it once"
                 } else {
                     ""
                 }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::bf16::PackedBf16;
 use crate::error::Result;
+use crate::sgemm::PackedRhs;
 
 /// Runs `f` on a thread of rayon's pool, so that the parallel products inside it split their
 /// work with the other threads directly instead of handing every product over from outside
@@ -296,15 +297,40 @@ fn sum_into(
     Ok(())
 }
 
-/// `Σ x_i @ P_i + Σ a_j @ b_j`: products of 2-D f32 CPU inputs with bf16-packed matrices
-/// ([`crate::bf16`]), then f32 products, summed in one output buffer.
-pub(crate) fn bf16_matmul_sum(
-    packed: &[(&Tensor, &PackedBf16)],
+/// A frozen weight packed once as the right operand of its products.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Packed<'a> {
+    /// Rounded to bf16 ([`crate::bf16`]): the opt-in lossy products.
+    Bf16(&'a PackedBf16),
+    /// f32, for the engine's AVX2 product ([`crate::sgemm`]).
+    F32(&'a PackedRhs),
+}
+
+impl Packed<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Packed::Bf16(p) => p.rows(),
+            Packed::F32(p) => p.rows(),
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Packed::Bf16(p) => p.cols(),
+            Packed::F32(p) => p.cols(),
+        }
+    }
+}
+
+/// `Σ x_i @ P_i + Σ a_j @ b_j`: products of 2-D f32 CPU inputs with packed weights
+/// ([`Packed`]), then f32 products, summed in one output buffer.
+pub(crate) fn packed_matmul_sum(
+    packed: &[(&Tensor, Packed<'_>)],
     terms: &[(&Tensor, &Tensor)],
 ) -> Result<Tensor> {
     let Some(&(x0, p0)) = packed.first() else {
         return Err(crate::error::EngineError::invalid(
-            "bf16_matmul_sum of no packed terms",
+            "packed_matmul_sum of no packed terms",
         ));
     };
     let (m, n) = (x0.dim(0)?, p0.cols());
@@ -313,12 +339,21 @@ pub(crate) fn bf16_matmul_sum(
         let (xm, xk) = x.dims2()?;
         if xm != m || xk != p.rows() || p.cols() != n || !x.device().is_cpu() {
             return Err(crate::error::EngineError::invalid(format!(
-                "bf16_matmul_sum: term {i} is [{xm}, {xk}] @ [{}, {}], output [{m}, {n}]",
+                "packed_matmul_sum: term {i} is [{xm}, {xk}] @ [{}, {}], output [{m}, {n}]",
                 p.rows(),
                 p.cols()
             )));
         }
-        with_f32(x, |xd| crate::bf16::matmul_into(&mut dst, xd, m, p, i > 0))?;
+        with_f32(x, |xd| match p {
+            Packed::Bf16(p) => crate::bf16::matmul_into(&mut dst, xd, m, p, i > 0),
+            Packed::F32(p) => crate::sgemm::gemm_packed(
+                &mut dst,
+                crate::sgemm::View::row_major(xd, m, xk),
+                p,
+                i > 0,
+                true,
+            ),
+        })?;
     }
     sum_into(&mut dst, m, n, terms, true)?;
     Ok(Tensor::from_vec(dst, (m, n), x0.device())?)

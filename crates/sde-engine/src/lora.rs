@@ -8,6 +8,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::bf16::PackedBf16;
 use crate::error::{EngineError, Result};
+use crate::kernels::Packed;
+use crate::sgemm::{PackedRhs, View};
 
 /// A LoRA adapter on one linear layer: `y += scale * B (A dropout(x))`.
 #[derive(Debug, Clone)]
@@ -27,9 +29,10 @@ pub(crate) struct LoraAdapter {
 pub(crate) struct Linear {
     pub(crate) weight: Tensor,
     /// `weight` transposed into a contiguous `[in, out]` copy, made on first use by inference
-    /// (no gradient): gemm reads it without repacking the weight on every call, which is what
-    /// a `[out, in]` weight costs when decoding a few rows, and big products on it run faster
-    /// too. Training never makes it. Reset when `weight` changes.
+    /// (no gradient) where the engine's AVX2 product does not run (there it reads `f32`):
+    /// gemm reads it without repacking the weight on every call, which is what a `[out, in]`
+    /// weight costs when decoding a few rows, and big products on it run faster too. Training
+    /// never makes it. Reset when `weight` changes.
     weight_t: OnceLock<Tensor>,
     /// A Q8_0 copy of `weight` for decode steps ([`Linear::quantize_q8`]); `None` otherwise.
     /// Reset when `weight` changes.
@@ -37,6 +40,10 @@ pub(crate) struct Linear {
     /// The weight rounded to bf16 and packed as the right operand of `x W^T` (`[0]`) and of
     /// `dy W` (`[1]`), made on first use by bf16 products.
     bf16: [OnceLock<Arc<PackedBf16>>; 2],
+    /// The weight packed likewise in f32 for the engine's AVX2 product ([`crate::sgemm`]),
+    /// made on first use where that product runs: packing it for every product cost about 5%
+    /// of a train step. Inference reads it instead of `weight_t`.
+    f32: [OnceLock<Arc<PackedRhs>>; 2],
     pub(crate) bias: Option<Tensor>,
     pub(crate) lora: Option<LoraAdapter>,
 }
@@ -48,6 +55,7 @@ impl Linear {
             weight_t: OnceLock::new(),
             q8: None,
             bf16: Default::default(),
+            f32: Default::default(),
             bias,
             lora: None,
         }
@@ -83,7 +91,9 @@ impl Linear {
         {
             q.forward(&x2.contiguous()?)?
         } else if !train && !x.track_op() && bf16 && n > Q8_MAX_ROWS {
-            crate::kernels::bf16_matmul_sum(&[(&x2, self.bf16_packed(true)?)], &[])?
+            crate::kernels::packed_matmul_sum(&[(&x2, Packed::Bf16(self.bf16_packed(true)?))], &[])?
+        } else if let Some(p) = self.f32_packed(true)?.filter(|_| !train && !x.track_op()) {
+            crate::kernels::packed_matmul_sum(&[(&x2, Packed::F32(p))], &[])?
         } else if !train && !x.track_op() {
             crate::kernels::matmul(&x2.contiguous()?, self.transposed()?)?
         } else {
@@ -163,6 +173,28 @@ impl Linear {
         Ok(slot.get_or_init(|| Arc::new(packed)))
     }
 
+    /// The weight packed in f32 as the right operand of `x W^T` (`forward`) or of `dy W`,
+    /// made on first use; `None` where the engine's AVX2 product does not run
+    /// ([`crate::sgemm::supported`]).
+    pub(crate) fn f32_packed(&self, forward: bool) -> Result<Option<&PackedRhs>> {
+        if !crate::sgemm::supported() || !crate::kernels::fused_ok(&self.weight) {
+            return Ok(None);
+        }
+        let slot = &self.f32[usize::from(!forward)];
+        if let Some(p) = slot.get() {
+            return Ok(Some(p));
+        }
+        let (out_f, in_f) = (self.out_features(), self.in_features());
+        let packed = crate::kernels::with_f32(&self.weight, |w| {
+            PackedRhs::pack(if forward {
+                View::transposed(w, in_f, out_f)
+            } else {
+                View::row_major(w, out_f, in_f)
+            })
+        })?;
+        Ok(Some(slot.get_or_init(|| Arc::new(packed))))
+    }
+
     /// Frees the bf16 copies ([`Linear::bf16_packed`]).
     pub(crate) fn drop_bf16(&mut self) {
         self.bf16 = Default::default();
@@ -205,6 +237,7 @@ impl Linear {
             self.weight = (&self.weight + Self::delta(lora)?)?.detach();
             self.weight_t = OnceLock::new();
             self.bf16 = Default::default();
+            self.f32 = Default::default();
             self.q8 = None;
             lora.merged = true;
         }
@@ -218,6 +251,7 @@ impl Linear {
             self.weight = (&self.weight - Self::delta(lora)?)?.detach();
             self.weight_t = OnceLock::new();
             self.bf16 = Default::default();
+            self.f32 = Default::default();
             self.q8 = None;
             lora.merged = false;
         }

@@ -152,14 +152,8 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
     );
     assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
     assert!(dst.len() >= m * n, "sgemm: destination too small");
-    for v in [&a, &b] {
-        if v.rows > 0 && v.cols > 0 {
-            assert!(
-                (v.rows - 1) * v.row_stride + (v.cols - 1) * v.col_stride < v.data.len(),
-                "sgemm: operand outside its slice"
-            );
-        }
-    }
+    check_view(&a);
+    check_view(&b);
     if m == 0 || n == 0 {
         return;
     }
@@ -169,57 +163,255 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
         }
         return;
     }
-    let kc_len = k.div_ceil(k.div_ceil(KC_MAX));
-    // Very long inner dimensions (the output head's gradient) run in parts that add up, so
-    // that a block of columns packed over a whole part still spans many columns.
-    let part_len = k.div_ceil(k.div_ceil(K_PART_MAX)).div_ceil(kc_len) * kc_len;
-    for q0 in (0..k).step_by(part_len) {
-        let kq = part_len.min(k - q0);
-        let a = View {
-            data: &a.data[q0 * a.col_stride..],
-            cols: kq,
-            ..a
-        };
+    let plan = Plan::new(k, n);
+    let threads = threads(parallel);
+    plan.for_each_block(|q0, kq, c0, cols| {
+        let a = a.part(q0, kq);
         let b = View {
-            data: &b.data[q0 * b.row_stride..],
+            data: &b.data[q0 * b.row_stride + c0 * b.col_stride..],
             rows: kq,
+            cols,
             ..b
         };
-        // Column blocks whose packed columns (all of the part) fit the budget.
-        let nc = (PACKED_B_MAX / (4 * kq) / NR).max(1) * NR;
-        for c0 in (0..n).step_by(nc) {
-            let cols = nc.min(n - c0);
-            let b = View {
-                data: &b.data[c0 * b.col_stride..],
+        with_space(&PACKED_B, plan.block_len(kq, cols), |bpack| {
+            pack_block(bpack, b, plan.kc_len, threads > 1);
+            let block = Block {
+                packed: bpack,
+                cols,
+                kc_len: plan.kc_len,
+            };
+            run_block(dst, n, c0, a, block, accumulate || q0 > 0, threads);
+        });
+    });
+}
+
+/// A right operand packed once for many products ([`gemm_packed`]): a frozen weight. It
+/// holds as many floats as the matrix (rounded up to whole panels of [`NR`] columns).
+#[derive(Debug, Clone)]
+pub struct PackedRhs {
+    plan: Plan,
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl PackedRhs {
+    /// Packs `b` as [`gemm`] would pack it for every product.
+    ///
+    /// # Panics
+    /// If an element of `b` lies outside its slice or the CPU is not [`supported`].
+    pub fn pack(b: View<'_>) -> Self {
+        assert!(
+            supported(),
+            "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
+        );
+        check_view(&b);
+        let plan = Plan::new(b.rows, b.cols);
+        let mut len = 0;
+        plan.for_each_block(|_, kq, _, cols| len += plan.block_len(kq, cols));
+        let mut data = vec![0f32; len];
+        let mut at = 0;
+        plan.for_each_block(|q0, kq, c0, cols| {
+            let part = View {
+                data: &b.data[q0 * b.row_stride + c0 * b.col_stride..],
+                rows: kq,
                 cols,
                 ..b
             };
-            block(dst, n, c0, a, b, kc_len, accumulate || q0 > 0, parallel);
+            let l = plan.block_len(kq, cols);
+            pack_block(&mut data[at..at + l], part, plan.kc_len, true);
+            at += l;
+        });
+        Self {
+            plan,
+            rows: b.rows,
+            cols: b.cols,
+            data,
+        }
+    }
+
+    /// Rows of the matrix (the products' inner dimension).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the matrix.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// [`gemm`] with a right operand packed beforehand: `dst (+)= a @ b`, `dst` row-major
+/// `[a.rows, b.cols()]`.
+///
+/// # Panics
+/// As [`gemm`].
+pub fn gemm_packed(dst: &mut [f32], a: View<'_>, b: &PackedRhs, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        supported(),
+        "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
+    );
+    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
+    assert!(dst.len() >= m * n, "sgemm: destination too small");
+    check_view(&a);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let threads = threads(parallel);
+    let mut at = 0;
+    b.plan.for_each_block(|q0, kq, c0, cols| {
+        let l = b.plan.block_len(kq, cols);
+        let block = Block {
+            packed: &b.data[at..at + l],
+            cols,
+            kc_len: b.plan.kc_len,
+        };
+        run_block(
+            dst,
+            n,
+            c0,
+            a.part(q0, kq),
+            block,
+            accumulate || q0 > 0,
+            threads,
+        );
+        at += l;
+    });
+}
+
+/// How a `[k, n]` right operand is cut: blocks of the inner dimension of `kc_len`, parts of
+/// it of `part_len` (a multiple of `kc_len`), and in each part blocks of columns that fit
+/// [`PACKED_B_MAX`].
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    k: usize,
+    n: usize,
+    kc_len: usize,
+    part_len: usize,
+}
+
+impl Plan {
+    fn new(k: usize, n: usize) -> Self {
+        let kc_len = k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1);
+        // Very long inner dimensions (the output head's gradient) run in parts that add up,
+        // so that a block of columns packed over a whole part still spans many columns.
+        let part_len = k
+            .div_ceil(k.div_ceil(K_PART_MAX).max(1))
+            .div_ceil(kc_len)
+            .max(1)
+            * kc_len;
+        Self {
+            k,
+            n,
+            kc_len,
+            part_len,
+        }
+    }
+
+    /// Calls `f(q0, kq, c0, cols)` for each part `q0..q0 + kq` of the inner dimension and
+    /// each block `c0..c0 + cols` of columns, in packing order.
+    fn for_each_block(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
+        for q0 in (0..self.k).step_by(self.part_len) {
+            let kq = self.part_len.min(self.k - q0);
+            // Column blocks whose packed columns (all of the part) fit the budget.
+            let nc = (PACKED_B_MAX / (4 * kq) / NR).max(1) * NR;
+            for c0 in (0..self.n).step_by(nc) {
+                f(q0, kq, c0, nc.min(self.n - c0));
+            }
+        }
+    }
+
+    /// Floats of one packed block of `kq` inner positions and `cols` columns.
+    fn block_len(&self, kq: usize, cols: usize) -> usize {
+        kq * cols.div_ceil(NR) * NR
+    }
+}
+
+/// Threads a product runs on.
+fn threads(parallel: bool) -> usize {
+    if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    }
+}
+
+/// Asserts that a view's last element lies inside its slice.
+fn check_view(v: &View<'_>) {
+    if v.rows > 0 && v.cols > 0 {
+        assert!(
+            (v.rows - 1) * v.row_stride + (v.cols - 1) * v.col_stride < v.data.len(),
+            "sgemm: operand outside its slice"
+        );
+    }
+}
+
+impl<'a> View<'a> {
+    /// Columns `q0..q0 + len` of a left operand.
+    fn part(self, q0: usize, len: usize) -> Self {
+        View {
+            data: &self.data[q0 * self.col_stride..],
+            cols: len,
+            ..self
         }
     }
 }
 
-/// [`gemm`] for one block of columns: `dst[.., c0..c0 + b.cols] (+)= a @ b`, `dst` having
-/// row stride `ldd`.
-#[allow(clippy::too_many_arguments)]
-fn block(
+/// One packed block of a right operand: for each block of [`Plan::kc_len`] inner positions,
+/// its panels of [`NR`] columns.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    packed: &'a [f32],
+    cols: usize,
+    kc_len: usize,
+}
+
+/// Packs all of `b` (one block: a part of the inner dimension, a block of columns) into
+/// `bpack`, panel by panel.
+fn pack_block(bpack: &mut [f32], b: View<'_>, kc_len: usize, parallel: bool) {
+    let (k, panels) = (b.rows, b.cols.div_ceil(NR));
+    let pack = |(i, panel): (usize, &mut [f32])| {
+        let (p0, j) = (i / panels * kc_len, i % panels);
+        pack_panel(panel, b, p0, kc_len.min(k - p0), j * NR);
+    };
+    // One slice per panel (the last inner block's panels may be shorter).
+    let mut parts = Vec::with_capacity(k.div_ceil(kc_len) * panels);
+    let mut rest = &mut bpack[..];
+    for p0 in (0..k).step_by(kc_len) {
+        for _ in 0..panels {
+            let (panel, tail) = rest.split_at_mut(kc_len.min(k - p0) * NR);
+            parts.push(panel);
+            rest = tail;
+        }
+    }
+    if parallel {
+        parts.into_par_iter().enumerate().for_each(pack);
+    } else {
+        parts.into_iter().enumerate().for_each(pack);
+    }
+}
+
+/// One block of columns: `dst[.., c0..c0 + b.cols] (+)= a @ b`, `dst` having row stride
+/// `ldd`, on `threads` threads.
+fn run_block(
     dst: &mut [f32],
     ldd: usize,
     c0: usize,
     a: View<'_>,
-    b: View<'_>,
-    kc_len: usize,
+    b: Block<'_>,
     accumulate: bool,
-    parallel: bool,
+    threads: usize,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k, n, kc_len) = (a.rows, a.cols, b.cols, b.kc_len);
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(MC);
-    let threads = if parallel {
-        rayon::current_num_threads().max(1)
-    } else {
-        1
-    };
     // Tasks: row blocks, each split into column chunks when there are too few to share.
     let chunks = if threads == 1 {
         1
@@ -228,77 +420,55 @@ fn block(
     };
     let per_chunk = panels.div_ceil(chunks);
     assert!(dst.len() >= (m - 1) * ldd + c0 + n);
+    assert!(b.packed.len() >= k * panels * NR);
     let out = dst.as_mut_ptr() as usize;
-    // All of `b`, packed: for each block of the inner dimension, its panels of `NR` columns.
-    with_space(&PACKED_B, k * panels * NR, |bpack| {
-        let pack = |(i, panel): (usize, &mut [f32])| {
-            let (p0, j) = (i / panels * kc_len, i % panels);
-            pack_panel(panel, b, p0, kc_len.min(k - p0), j * NR);
-        };
-        // One slice per panel (the last inner block's panels may be shorter).
-        let mut parts = Vec::with_capacity(k.div_ceil(kc_len) * panels);
-        let mut rest = &mut bpack[..];
-        for p0 in (0..k).step_by(kc_len) {
-            for _ in 0..panels {
-                let (panel, tail) = rest.split_at_mut(kc_len.min(k - p0) * NR);
-                parts.push(panel);
-                rest = tail;
-            }
-        }
-        if threads > 1 {
-            parts.into_par_iter().enumerate().for_each(pack);
-        } else {
-            parts.into_iter().enumerate().for_each(pack);
-        }
-        let bpack = &*bpack;
-        // A task's output rows stay in cache from one block of the inner dimension to the
-        // next.
-        let task = |t: usize| {
-            let (ib, jc) = (t / chunks, t % chunks);
-            let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
-            let tiles = rows.div_ceil(MR);
-            with_space(&PACKED_A, tiles * kc_len * MR, |apack| {
-                for p0 in (0..k).step_by(kc_len) {
-                    let kc = kc_len.min(k - p0);
-                    let add = accumulate || p0 > 0;
-                    let apack = &mut apack[..tiles * kc * MR];
-                    for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
-                        pack_rows(tile, a, i0 + ir * MR, p0, kc);
-                    }
-                    for j in jc * per_chunk..panels.min((jc + 1) * per_chunk) {
-                        let at = p0 * panels * NR + j * kc * NR;
-                        let bp = &bpack[at..at + kc * NR];
-                        let cols = NR.min(n - j * NR);
-                        for (ir, ap) in apack.chunks(kc * MR).enumerate() {
-                            let r0 = i0 + ir * MR;
-                            // SAFETY: the CPU has AVX2 and FMA (`gemm` asserted it); the
-                            // tile's rows `r0..r0 + min(MR, m - r0)` and columns
-                            // `c0 + j * NR..+cols` lie inside `dst` (asserted above), and no
-                            // other task writes them.
-                            unsafe {
-                                kernel(
-                                    kc,
-                                    ap.as_ptr(),
-                                    bp.as_ptr(),
-                                    (out as *mut f32).add(r0 * ldd + c0 + j * NR),
-                                    ldd,
-                                    MR.min(m - r0),
-                                    cols,
-                                    add,
-                                );
-                            }
+    let bpack = b.packed;
+    // A task's output rows stay in cache from one block of the inner dimension to the next.
+    let task = |t: usize| {
+        let (ib, jc) = (t / chunks, t % chunks);
+        let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
+        let tiles = rows.div_ceil(MR);
+        with_space(&PACKED_A, tiles * kc_len * MR, |apack| {
+            for p0 in (0..k).step_by(kc_len) {
+                let kc = kc_len.min(k - p0);
+                let add = accumulate || p0 > 0;
+                let apack = &mut apack[..tiles * kc * MR];
+                for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
+                    pack_rows(tile, a, i0 + ir * MR, p0, kc);
+                }
+                for j in jc * per_chunk..panels.min((jc + 1) * per_chunk) {
+                    let at = p0 * panels * NR + j * kc * NR;
+                    let bp = &bpack[at..at + kc * NR];
+                    let cols = NR.min(n - j * NR);
+                    for (ir, ap) in apack.chunks(kc * MR).enumerate() {
+                        let r0 = i0 + ir * MR;
+                        // SAFETY: the CPU has AVX2 and FMA (the callers asserted it); the
+                        // tile's rows `r0..r0 + min(MR, m - r0)` and columns
+                        // `c0 + j * NR..+cols` lie inside `dst` (asserted above), and no
+                        // other task writes them.
+                        unsafe {
+                            kernel(
+                                kc,
+                                ap.as_ptr(),
+                                bp.as_ptr(),
+                                (out as *mut f32).add(r0 * ldd + c0 + j * NR),
+                                ldd,
+                                MR.min(m - r0),
+                                cols,
+                                add,
+                            );
                         }
                     }
                 }
-            });
-        };
-        let tasks = row_blocks * chunks;
-        if threads > 1 {
-            (0..tasks).into_par_iter().for_each(task);
-        } else {
-            (0..tasks).for_each(task);
-        }
-    });
+            }
+        });
+    };
+    let tasks = row_blocks * chunks;
+    if threads > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
 }
 
 /// Packs inner positions `p0..p0 + kc` of columns `c0..c0 + NR` of `b` as `kc` rows of
@@ -542,7 +712,7 @@ mod tests {
 
     /// Every shape class (partial tiles in rows and columns, several inner blocks, one row
     /// block or many, transposed operands, accumulation, one thread or all) against a
-    /// scalar f64 product.
+    /// scalar f64 product, and the same product with the right operand packed beforehand.
     #[test]
     fn products_equal_a_scalar_reference() {
         if !supported() {
@@ -596,7 +766,22 @@ mod tests {
                 } else {
                     vec![f32::NAN; m * n]
                 };
+                let mut packed_dst = dst.clone();
                 crate::kernels::in_pool(|| gemm(&mut dst, a, b, accumulate, parallel));
+                // Packed once beforehand: the same sums in the same order.
+                let packed = PackedRhs::pack(b);
+                assert_eq!((packed.rows(), packed.cols()), (k, n));
+                crate::kernels::in_pool(|| {
+                    gemm_packed(&mut packed_dst, a, &packed, accumulate, parallel)
+                });
+                assert!(
+                    packed_dst
+                        .iter()
+                        .zip(&dst)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "[{m}, {k}] @ [{k}, {n}] (layouts {layout_a}, {layout_b}): the packed \
+                     operand gave other sums"
+                );
                 for r in 0..m {
                     for c in 0..n {
                         let mut want: f64 =

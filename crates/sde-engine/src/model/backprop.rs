@@ -18,8 +18,8 @@ use candle_core::{D, DType, Tensor};
 
 use super::{Geometry, Layer, Llama};
 use crate::batch::TrainBatch;
-use crate::bf16::PackedBf16;
 use crate::error::{EngineError, Result};
+use crate::kernels::Packed;
 use crate::kernels::{self, MatmulExt, matmul_sum};
 use crate::lora::{Linear, dropout_apply};
 
@@ -524,6 +524,16 @@ impl Llama {
         Ok((dq, dk, dv))
     }
 
+    /// The packed copy of a frozen weight that the forward product reads, if any: bf16 when
+    /// asked for, else f32 where the engine's AVX2 product runs.
+    fn packed<'a>(&self, lin: &'a Linear) -> Result<Option<Packed<'a>>> {
+        Ok(if self.bf16 {
+            Some(Packed::Bf16(lin.bf16_packed(true)?))
+        } else {
+            lin.f32_packed(true)?.map(Packed::F32)
+        })
+    }
+
     /// `y = x W^T (+ bias) + scale * dropout(x) A^T B^T`, keeping what the backward needs.
     fn linear_forward(&self, lin: &Linear, x: &Tensor) -> Result<(Tensor, LinearSaved)> {
         let mut saved = LinearSaved {
@@ -544,14 +554,15 @@ impl Llama {
                 let xa = xin.mm(&a.t()?)?;
                 let xa_scaled = (&xa * lora.scale)?;
                 saved.xa = Some(xa);
-                if self.bf16 {
-                    kernels::bf16_matmul_sum(&[(x, lin.bf16_packed(true)?)], &[(&xa_scaled, &bt)])?
-                } else {
-                    matmul_sum(&[(x, &wt), (&xa_scaled, &bt)])?
+                match self.packed(lin)? {
+                    Some(p) => kernels::packed_matmul_sum(&[(x, p)], &[(&xa_scaled, &bt)])?,
+                    None => matmul_sum(&[(x, &wt), (&xa_scaled, &bt)])?,
                 }
             }
-            None if self.bf16 => kernels::bf16_matmul_sum(&[(x, lin.bf16_packed(true)?)], &[])?,
-            None => x.mm(&wt)?,
+            None => match self.packed(lin)? {
+                Some(p) => kernels::packed_matmul_sum(&[(x, p)], &[])?,
+                None => x.mm(&wt)?,
+            },
         };
         if let Some(bias) = &lin.bias {
             y = y.broadcast_add(bias)?;
@@ -580,12 +591,14 @@ fn linears_backward(
 ) -> Result<(Option<Tensor>, Vec<Option<LoraGrads>>)> {
     let mut grads = Vec::with_capacity(parts.len());
     let mut owned: Vec<(Tensor, Tensor)> = Vec::new();
-    let mut packed: Vec<(&Tensor, &PackedBf16)> = Vec::new();
+    let mut packed: Vec<(&Tensor, Packed<'_>)> = Vec::new();
     let mut masked: Vec<Tensor> = Vec::new();
     for (lin, s, dy) in parts {
         let dy = *dy;
         if need_dx && bf16 {
-            packed.push((dy, lin.bf16_packed(false)?));
+            packed.push((dy, Packed::Bf16(lin.bf16_packed(false)?)));
+        } else if let Some(p) = lin.f32_packed(false)?.filter(|_| need_dx) {
+            packed.push((dy, Packed::F32(p)));
         } else if need_dx {
             owned.push((dy.clone(), lin.weight.clone()));
         }
@@ -615,7 +628,7 @@ fn linears_backward(
     let mut dx = if packed.is_empty() {
         matmul_sum(&terms)?
     } else {
-        kernels::bf16_matmul_sum(&packed, &terms)?
+        kernels::packed_matmul_sum(&packed, &terms)?
     };
     for m in masked {
         dx = (dx + m)?;

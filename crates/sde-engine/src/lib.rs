@@ -74,13 +74,17 @@ pub unsafe fn apply_cpu_env_defaults() {
 /// and frees buffers of megabytes many times a second (activations, logits, packed inputs),
 /// and glibc's defaults give much of that memory back to the OS when it is freed, so that
 /// the next buffer faults its pages in and zeroes them again. Here blocks up to 32 MiB come
-/// from the heaps, heaps are not trimmed, and grow 256 MiB at a time (address space, not
+/// from the heap, which is not trimmed and grows 256 MiB at a time (address space, not
 /// memory, until touched). Measured on 2 cores with SmolLM2-135M (`sde-bench-worker`, runs
 /// alternating with and without): a batch-8 × 128 train step 4-9% faster with 60% fewer
 /// page faults and the same peak RSS; batch-8 greedy decode (Q8_0 layers and head) 10-15%
 /// faster with half the page faults and 110 MiB more peak RSS; batch-8 scoring about 8%
-/// faster. Left alone where the user tunes the allocator (`GLIBC_TUNABLES` or a `MALLOC_`
-/// variable).
+/// faster. One heap serves all threads: with one per thread, a buffer freed on one thread's
+/// heap could not serve the next allocation on another's, and a batch-8 × 128 train step's
+/// peak RSS came out 1924 to 3139 MiB from run to run of the same binary (2808 to 3544 with
+/// the packed weights); with one heap it was 2737 to 2749 MiB (packed weights) at the same
+/// speed, and scoring and decoding ran as before. Left alone where the user tunes the
+/// allocator (`GLIBC_TUNABLES` or a `MALLOC_` variable).
 #[allow(unsafe_code)]
 pub fn apply_allocator_defaults() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -97,6 +101,7 @@ pub fn apply_allocator_defaults() {
                 (libc::M_MMAP_THRESHOLD, 32 * MIB),
                 (libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
                 (libc::M_TOP_PAD, 256 * MIB),
+                (libc::M_ARENA_MAX, 1),
             ] {
                 // SAFETY: mallopt only sets allocator parameters; it is thread-safe.
                 unsafe { libc::mallopt(param, value) };

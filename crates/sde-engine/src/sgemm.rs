@@ -145,24 +145,11 @@ fn with_space<R>(
 /// If the shapes disagree, an operand's last element lies outside its slice, or the CPU is
 /// not [`supported`].
 pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        supported(),
-        "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
-    );
-    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
-    assert!(dst.len() >= m * n, "sgemm: destination too small");
-    check_view(&a);
     check_view(&b);
-    if m == 0 || n == 0 {
+    if !prepare(dst, &a, b.rows, b.cols, accumulate) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
+    let (k, n) = (a.cols, b.cols);
     let plan = Plan::new(k, n);
     let threads = threads(parallel);
     plan.for_each_block(|q0, kq, c0, cols| {
@@ -247,23 +234,10 @@ impl PackedRhs {
 /// # Panics
 /// As [`gemm`].
 pub fn gemm_packed(dst: &mut [f32], a: View<'_>, b: &PackedRhs, accumulate: bool, parallel: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        supported(),
-        "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
-    );
-    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
-    assert!(dst.len() >= m * n, "sgemm: destination too small");
-    check_view(&a);
-    if m == 0 || n == 0 {
+    if !prepare(dst, &a, b.rows, b.cols, accumulate) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
+    let n = b.cols;
     let threads = threads(parallel);
     let mut at = 0;
     b.plan.for_each_block(|q0, kq, c0, cols| {
@@ -332,6 +306,29 @@ impl Plan {
     fn block_len(&self, kq: usize, cols: usize) -> usize {
         kq * cols.div_ceil(NR) * NR
     }
+}
+
+/// The checks of both products against a right operand of `b_rows × n`; `false` when there
+/// is nothing to compute (an empty product: its output zeroed unless accumulated).
+fn prepare(dst: &mut [f32], a: &View<'_>, b_rows: usize, n: usize, accumulate: bool) -> bool {
+    let (m, k) = (a.rows, a.cols);
+    assert!(
+        supported(),
+        "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
+    );
+    assert_eq!(b_rows, k, "sgemm: inner dimensions differ");
+    assert!(dst.len() >= m * n, "sgemm: destination too small");
+    check_view(a);
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return false;
+    }
+    true
 }
 
 /// Threads a product runs on.

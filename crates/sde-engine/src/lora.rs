@@ -92,10 +92,11 @@ impl Linear {
             q.forward(&x2.contiguous()?)?
         } else if !train && !x.track_op() && bf16 && n > Q8_MAX_ROWS {
             crate::kernels::packed_matmul_sum(&[(&x2, Packed::Bf16(self.bf16_packed(true)?))], &[])?
-        } else if let Some(p) = self.f32_packed(true)?.filter(|_| !train && !x.track_op()) {
-            crate::kernels::packed_matmul_sum(&[(&x2, Packed::F32(p))], &[])?
         } else if !train && !x.track_op() {
-            crate::kernels::matmul(&x2.contiguous()?, self.transposed()?)?
+            match self.f32_packed(true)? {
+                Some(p) => crate::kernels::packed_matmul_sum(&[(&x2, Packed::F32(p))], &[])?,
+                None => crate::kernels::matmul(&x2.contiguous()?, self.transposed()?)?,
+            }
         } else {
             crate::grad_ops::frozen_matmul(&x2, &self.weight)?
         };

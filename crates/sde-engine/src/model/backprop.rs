@@ -19,8 +19,7 @@ use candle_core::{D, DType, Tensor};
 use super::{Geometry, Layer, Llama};
 use crate::batch::TrainBatch;
 use crate::error::{EngineError, Result};
-use crate::kernels::Packed;
-use crate::kernels::{self, MatmulExt, matmul_sum};
+use crate::kernels::{self, MatmulExt, Packed, matmul_sum};
 use crate::lora::{Linear, dropout_apply};
 
 /// The loss of one micro-batch and the gradients of the LoRA factors.
@@ -597,10 +596,11 @@ fn linears_backward(
         let dy = *dy;
         if need_dx && bf16 {
             packed.push((dy, Packed::Bf16(lin.bf16_packed(false)?)));
-        } else if let Some(p) = lin.f32_packed(false)?.filter(|_| need_dx) {
-            packed.push((dy, Packed::F32(p)));
         } else if need_dx {
-            owned.push((dy.clone(), lin.weight.clone()));
+            match lin.f32_packed(false)? {
+                Some(p) => packed.push((dy, Packed::F32(p))),
+                None => owned.push((dy.clone(), lin.weight.clone())),
+            }
         }
         match (&lin.lora, &s.xa) {
             (Some(lora), Some(xa)) => {

@@ -154,12 +154,7 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
     let threads = threads(parallel);
     plan.for_each_block(|q0, kq, c0, cols| {
         let a = a.part(q0, kq);
-        let b = View {
-            data: &b.data[q0 * b.row_stride + c0 * b.col_stride..],
-            rows: kq,
-            cols,
-            ..b
-        };
+        let b = b.block(q0, kq, c0, cols);
         with_space(&PACKED_B, plan.block_len(kq, cols), |bpack| {
             pack_block(bpack, b, plan.kc_len, threads > 1);
             let block = Block {
@@ -194,21 +189,20 @@ impl PackedRhs {
         );
         check_view(&b);
         let plan = Plan::new(b.rows, b.cols);
-        let mut len = 0;
-        plan.for_each_block(|_, kq, _, cols| len += plan.block_len(kq, cols));
-        let mut data = vec![0f32; len];
+        // Column blocks are whole panels but the last: the blocks hold all panels of all rows.
+        let mut data = vec![0f32; b.rows * b.cols.div_ceil(NR) * NR];
         let mut at = 0;
         plan.for_each_block(|q0, kq, c0, cols| {
-            let part = View {
-                data: &b.data[q0 * b.row_stride + c0 * b.col_stride..],
-                rows: kq,
-                cols,
-                ..b
-            };
             let l = plan.block_len(kq, cols);
-            pack_block(&mut data[at..at + l], part, plan.kc_len, true);
+            pack_block(
+                &mut data[at..at + l],
+                b.block(q0, kq, c0, cols),
+                plan.kc_len,
+                true,
+            );
             at += l;
         });
+        assert_eq!(at, data.len());
         Self {
             plan,
             rows: b.rows,
@@ -351,6 +345,16 @@ fn check_view(v: &View<'_>) {
 }
 
 impl<'a> View<'a> {
+    /// Rows `q0..q0 + rows` and columns `c0..c0 + cols` of a right operand.
+    fn block(self, q0: usize, rows: usize, c0: usize, cols: usize) -> Self {
+        View {
+            data: &self.data[q0 * self.row_stride + c0 * self.col_stride..],
+            rows,
+            cols,
+            ..self
+        }
+    }
+
     /// Columns `q0..q0 + len` of a left operand.
     fn part(self, q0: usize, len: usize) -> Self {
         View {

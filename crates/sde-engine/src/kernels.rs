@@ -323,7 +323,9 @@ impl Packed<'_> {
 }
 
 /// `Σ x_i @ P_i + Σ a_j @ b_j`: products of 2-D f32 CPU inputs with packed weights
-/// ([`Packed`]), then f32 products, summed in one output buffer.
+/// ([`Packed`]), then f32 products, summed in one output buffer. Where the last weight is
+/// packed in f32, the `a_j @ b_j` (the LoRA terms, of low inner dimension) are added inside
+/// its product ([`crate::sgemm::gemm_packed_low_rank`]) instead of in another pass.
 pub(crate) fn packed_matmul_sum(
     packed: &[(&Tensor, Packed<'_>)],
     terms: &[(&Tensor, &Tensor)],
@@ -335,6 +337,10 @@ pub(crate) fn packed_matmul_sum(
     };
     let (m, n) = (x0.dim(0)?, p0.cols());
     let mut dst = vec![0f32; m * n];
+    let low_rank = match packed.last() {
+        Some((_, Packed::F32(_))) => low_rank_factors(terms, m, n)?,
+        _ => None,
+    };
     for (i, (x, p)) in packed.iter().enumerate() {
         let (xm, xk) = x.dims2()?;
         if xm != m || xk != p.rows() || p.cols() != n || !x.device().is_cpu() {
@@ -344,19 +350,131 @@ pub(crate) fn packed_matmul_sum(
                 p.cols()
             )));
         }
-        with_f32(x, |xd| match p {
-            Packed::Bf16(p) => crate::bf16::matmul_into(&mut dst, xd, m, p, i > 0),
-            Packed::F32(p) => crate::sgemm::gemm_packed(
-                &mut dst,
-                crate::sgemm::View::row_major(xd, m, xk),
-                p,
-                i > 0,
-                true,
-            ),
-        })?;
+        let last = i + 1 == packed.len();
+        with_f32(x, |xd| -> Result<()> {
+            let a = crate::sgemm::View::row_major(xd, m, xk);
+            match p {
+                Packed::Bf16(p) => crate::bf16::matmul_into(&mut dst, xd, m, p, i > 0),
+                Packed::F32(p) => match low_rank.as_ref().filter(|_| last) {
+                    Some((u, v)) => with_view(u, |u| {
+                        with_view(v, |v| {
+                            let low = crate::sgemm::LowRank { u, v };
+                            crate::sgemm::gemm_packed_low_rank(
+                                &mut dst,
+                                a,
+                                p,
+                                Some(low),
+                                i > 0,
+                                true,
+                            )
+                        })
+                    })??,
+                    None => crate::sgemm::gemm_packed(&mut dst, a, p, i > 0, true),
+                },
+            }
+            Ok(())
+        })??;
     }
-    sum_into(&mut dst, m, n, terms, true)?;
+    if low_rank.is_none() {
+        sum_into(&mut dst, m, n, terms, true)?;
+    }
     Ok(Tensor::from_vec(dst, (m, n), x0.device())?)
+}
+
+/// The factors `u = [a_1 … a_j]` (`[m, Σ r_j]`) and `v = [b_1; … b_j]` (`[Σ r_j, n]`) of
+/// `Σ a_j @ b_j`, for f32 CPU terms of rank 2 (one term as it is); `None` for no terms or
+/// others.
+fn low_rank_factors(
+    terms: &[(&Tensor, &Tensor)],
+    m: usize,
+    n: usize,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let fits =
+        |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.rank() == 2;
+    if terms.is_empty() || !terms.iter().all(|(a, b)| fits(a) && fits(b)) {
+        return Ok(None);
+    }
+    for (i, (a, b)) in terms.iter().enumerate() {
+        let (ad, bd) = (a.dims(), b.dims());
+        if ad[0] != m || bd[1] != n || ad[1] != bd[0] {
+            return Err(crate::error::EngineError::invalid(format!(
+                "packed_matmul_sum: term {i} is {ad:?} @ {bd:?}, output [{m}, {n}]"
+            )));
+        }
+    }
+    if let [(a, b)] = terms {
+        return Ok(Some(((*a).clone(), (*b).clone())));
+    }
+    let us: Vec<&Tensor> = terms.iter().map(|(a, _)| *a).collect();
+    let vs: Vec<&Tensor> = terms.iter().map(|(_, b)| *b).collect();
+    Ok(Some((Tensor::cat(&us, 1)?, Tensor::cat(&vs, 0)?)))
+}
+
+/// Runs `f` on a view of a 2-D f32 CPU tensor, any strides.
+fn with_view<R>(t: &Tensor, f: impl FnOnce(crate::sgemm::View<'_>) -> R) -> Result<R> {
+    let (st, l) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*st else {
+        return Err(crate::error::EngineError::invalid("not an f32 CPU tensor"));
+    };
+    let (&[rows, cols], &[row_stride, col_stride]) = (l.dims(), l.stride()) else {
+        return Err(crate::error::EngineError::invalid("not a matrix"));
+    };
+    Ok(f(crate::sgemm::View {
+        data: &v[l.start_offset()..],
+        rows,
+        cols,
+        row_stride,
+        col_stride,
+    }))
+}
+
+/// The products of a LoRA rank ([`crate::lowrank`]) over one 2-D f32 CPU activation `d`
+/// `[n, w]`: `d @ m` for `m` `[w, r]`, and `dᵀ @ e` for `e` `[n, r]`, each where given; `None`
+/// where they do not run here (another device or dtype, or a rank they do not take).
+pub(crate) fn low_rank_products(
+    d: &Tensor,
+    m: Option<&Tensor>,
+    e: Option<&Tensor>,
+) -> Result<Option<(Option<Tensor>, Option<Tensor>)>> {
+    let Some(r) = m.or(e).map(|t| t.dim(1)).transpose()? else {
+        return Ok(Some((None, None)));
+    };
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    if !crate::lowrank::applies(r)
+        || d.rank() != 2
+        || !f32_cpu(d)
+        || m.is_some_and(|m| !f32_cpu(m))
+        || e.is_some_and(|e| !f32_cpu(e))
+    {
+        return Ok(None);
+    }
+    let (n, w) = d.dims2()?;
+    if m.is_some_and(|m| m.dims() != [w, r]) || e.is_some_and(|e| e.dims() != [n, r]) {
+        return Err(crate::error::EngineError::invalid(format!(
+            "low-rank products of [{n}, {w}] with {:?} and {:?}",
+            m.map(|m| m.dims().to_vec()),
+            e.map(|e| e.dims().to_vec())
+        )));
+    }
+    // The factors are small (`r` columns): plain copies.
+    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    let mv = m.map(flat).transpose()?;
+    let ev = e.map(flat).transpose()?;
+    let (p, g) = with_f32(d, |dd| {
+        crate::lowrank::project_and_outer_sum(
+            dd,
+            n,
+            w,
+            mv.as_deref().unwrap_or(&[]),
+            ev.as_deref(),
+            r,
+        )
+    })?;
+    let dev = d.device();
+    Ok(Some((
+        m.map(|_| Tensor::from_vec(p, (n, r), dev)).transpose()?,
+        e.map(|_| Tensor::from_vec(g, (w, r), dev)).transpose()?,
+    )))
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor (made contiguous first if needed).

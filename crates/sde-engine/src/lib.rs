@@ -18,6 +18,7 @@ mod kernels;
 pub mod load;
 mod lora;
 pub mod loss;
+mod lowrank;
 pub mod model;
 pub mod optim;
 pub mod prefix;

@@ -162,7 +162,7 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
                 cols,
                 kc_len: plan.kc_len,
             };
-            run_block(dst, n, c0, a, block, accumulate || q0 > 0, threads);
+            run_block(dst, n, c0, a, block, None, accumulate || q0 > 0, threads);
         });
     });
 }
@@ -228,10 +228,51 @@ impl PackedRhs {
 /// # Panics
 /// As [`gemm`].
 pub fn gemm_packed(dst: &mut [f32], a: View<'_>, b: &PackedRhs, accumulate: bool, parallel: bool) {
+    gemm_packed_low_rank(dst, a, b, None, accumulate, parallel);
+}
+
+/// A product of low inner dimension added to a bigger one ([`gemm_packed_low_rank`]):
+/// `u @ v`, `u` `[m, r]` and `v` `[r, n]` (a LoRA adapter's term `(x Aᵀ) Bᵀ`).
+#[derive(Debug, Clone, Copy)]
+pub struct LowRank<'a> {
+    /// The left factor, `[m, r]`.
+    pub u: View<'a>,
+    /// The right factor, `[r, n]`.
+    pub v: View<'a>,
+}
+
+/// [`gemm_packed`] plus a low-rank term: `dst (+)= a @ b + u @ v`. The low-rank sums are
+/// added to each output tile while it is still in registers' reach (after its last block of
+/// the inner dimension), instead of in a second pass over `dst`.
+///
+/// # Panics
+/// As [`gemm`], and if `u` or `v` does not fit `dst`.
+pub fn gemm_packed_low_rank(
+    dst: &mut [f32],
+    a: View<'_>,
+    b: &PackedRhs,
+    low_rank: Option<LowRank<'_>>,
+    accumulate: bool,
+    parallel: bool,
+) {
     if !prepare(dst, &a, b.rows, b.cols, accumulate) {
         return;
     }
     let n = b.cols;
+    let packed_v = low_rank.filter(|lr| lr.u.cols > 0).map(|lr| {
+        assert!(
+            lr.u.rows == a.rows && lr.v.rows == lr.u.cols && lr.v.cols == n,
+            "sgemm: the low-rank term does not fit the product"
+        );
+        check_view(&lr.u);
+        check_view(&lr.v);
+        let r = lr.v.rows;
+        let mut packed = vec![0f32; r * n.div_ceil(NR) * NR];
+        for (j, panel) in packed.chunks_exact_mut(r * NR).enumerate() {
+            pack_panel(panel, lr.v, 0, r, j * NR);
+        }
+        (lr.u, packed)
+    });
     let threads = threads(parallel);
     let mut at = 0;
     b.plan.for_each_block(|q0, kq, c0, cols| {
@@ -241,17 +282,34 @@ pub fn gemm_packed(dst: &mut [f32], a: View<'_>, b: &PackedRhs, accumulate: bool
             cols,
             kc_len: b.plan.kc_len,
         };
+        // Added with the last part of the inner dimension, to each block of columns.
+        let low = packed_v
+            .as_ref()
+            .filter(|_| q0 + kq == b.rows)
+            .map(|(u, packed)| PackedLowRank {
+                u: *u,
+                packed: &packed[c0 * u.cols..],
+            });
         run_block(
             dst,
             n,
             c0,
             a.part(q0, kq),
             block,
+            low,
             accumulate || q0 > 0,
             threads,
         );
         at += l;
     });
+}
+
+/// A low-rank term as [`run_block`] adds it: the left factor `[m, r]` as it is, and the
+/// right one packed in panels of [`NR`] columns (`r × NR` each) from the block's first column.
+#[derive(Clone, Copy)]
+struct PackedLowRank<'a> {
+    u: View<'a>,
+    packed: &'a [f32],
 }
 
 /// How a `[k, n]` right operand is cut: blocks of the inner dimension of `kc_len`, parts of
@@ -399,14 +457,16 @@ fn pack_block(bpack: &mut [f32], b: View<'_>, kc_len: usize, parallel: bool) {
     }
 }
 
-/// One block of columns: `dst[.., c0..c0 + b.cols] (+)= a @ b`, `dst` having row stride
-/// `ldd`, on `threads` threads.
+/// One block of columns: `dst[.., c0..c0 + b.cols] (+)= a @ b (+ u @ v)`, `dst` having row
+/// stride `ldd`, on `threads` threads.
+#[allow(clippy::too_many_arguments)]
 fn run_block(
     dst: &mut [f32],
     ldd: usize,
     c0: usize,
     a: View<'_>,
     b: Block<'_>,
+    low: Option<PackedLowRank<'_>>,
     accumulate: bool,
     threads: usize,
 ) {
@@ -422,6 +482,10 @@ fn run_block(
     let per_chunk = panels.div_ceil(chunks);
     assert!(dst.len() >= (m - 1) * ldd + c0 + n);
     assert!(b.packed.len() >= k * panels * NR);
+    let r = low.map_or(0, |l| l.u.cols);
+    if let Some(l) = low {
+        assert!(l.u.rows == m && l.packed.len() >= r * panels * NR);
+    }
     let out = dst.as_mut_ptr() as usize;
     let bpack = b.packed;
     // A task's output rows stay in cache from one block of the inner dimension to the next.
@@ -429,10 +493,17 @@ fn run_block(
         let (ib, jc) = (t / chunks, t % chunks);
         let (i0, rows) = (ib * MC, MC.min(m - ib * MC));
         let tiles = rows.div_ceil(MR);
-        with_space(&PACKED_A, tiles * kc_len * MR, |apack| {
+        with_space(&PACKED_A, tiles * (kc_len + r) * MR, |space| {
+            let (apack, upack) = space.split_at_mut(tiles * kc_len * MR);
+            if let Some(l) = low {
+                for (ir, tile) in upack.chunks_mut(r * MR).enumerate() {
+                    pack_rows(tile, l.u, i0 + ir * MR, 0, r);
+                }
+            }
             for p0 in (0..k).step_by(kc_len) {
                 let kc = kc_len.min(k - p0);
                 let add = accumulate || p0 > 0;
+                let last = p0 + kc == k;
                 let apack = &mut apack[..tiles * kc * MR];
                 for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
                     pack_rows(tile, a, i0 + ir * MR, p0, kc);
@@ -458,6 +529,23 @@ fn run_block(
                                 cols,
                                 add,
                             );
+                        }
+                        if let Some(l) = low.filter(|_| last) {
+                            let vp = &l.packed[j * r * NR..(j + 1) * r * NR];
+                            let up = &upack[ir * r * MR..(ir + 1) * r * MR];
+                            // SAFETY: as above; `up` and `vp` hold `r` packed groups.
+                            unsafe {
+                                kernel(
+                                    r,
+                                    up.as_ptr(),
+                                    vp.as_ptr(),
+                                    (out as *mut f32).add(r0 * ldd + c0 + j * NR),
+                                    ldd,
+                                    MR.min(m - r0),
+                                    cols,
+                                    true,
+                                );
+                            }
                         }
                     }
                 }
@@ -736,6 +824,12 @@ mod tests {
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
             let av = values(m * k * 2, 2 * i as u64);
             let bv = values(k * n * 2, 2 * i as u64 + 1);
+            let lows: Vec<(usize, Vec<f32>, Vec<f32>)> = [1, 8, 24]
+                .map(|r| {
+                    let seed = 100 * i as u64 + r as u64;
+                    (r, values(m * r * 2, seed), values(r * n * 2, seed + 1))
+                })
+                .into();
             // Layouts: 0 row-major, 1 a transposed row-major matrix (`Wᵀ`), 2 every other
             // element of a wider transposed buffer (strides neither 1 nor the width).
             for (layout_a, layout_b, accumulate, parallel) in [
@@ -783,6 +877,41 @@ mod tests {
                     "[{m}, {k}] @ [{k}, {n}] (layouts {layout_a}, {layout_b}): the packed \
                      operand gave other sums"
                 );
+                // A low-rank term added to each tile: its own sums (fused multiply-adds in
+                // order from zero), added to the product's.
+                for (rank, uv, vv) in &lows {
+                    let rank = *rank;
+                    let u = view(&uv[..], m, rank, layout_b);
+                    let v = view(&vv[..], rank, n, layout_a);
+                    let mut low_dst = if accumulate {
+                        start.clone()
+                    } else {
+                        vec![f32::NAN; m * n]
+                    };
+                    crate::kernels::in_pool(|| {
+                        gemm_packed_low_rank(
+                            &mut low_dst,
+                            a,
+                            &packed,
+                            Some(LowRank { u, v }),
+                            accumulate,
+                            parallel,
+                        )
+                    });
+                    for r in 0..m {
+                        for c in 0..n {
+                            let low =
+                                (0..rank).fold(0f32, |s, p| u.at(r, p).mul_add(v.at(p, c), s));
+                            let want = low + dst[r * n + c];
+                            let got = low_dst[r * n + c];
+                            assert!(
+                                got.to_bits() == want.to_bits(),
+                                "[{m}, {k}] @ [{k}, {n}] + rank {rank} (layouts {layout_a}, \
+                                 {layout_b}) at ({r}, {c}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
                 for r in 0..m {
                     for c in 0..n {
                         let mut want: f64 =

@@ -550,7 +550,7 @@ impl Llama {
                     saved.dropout = Some((mask, xin));
                 }
                 let xin = saved.dropout.as_ref().map_or(x, |(_, xin)| xin);
-                let xa = xin.mm(&a.t()?)?;
+                let xa = lora_down(xin, &a)?;
                 let xa_scaled = (&xa * lora.scale)?;
                 saved.xa = Some(xa);
                 match self.packed(lin)? {
@@ -606,10 +606,9 @@ fn linears_backward(
             (Some(lora), Some(xa)) => {
                 let a = lora.a.as_tensor().detach();
                 let bm = lora.b.as_tensor().detach();
-                let gb = (dy.t()?.mm(xa)? * lora.scale)?;
-                let dyb = (dy.mm(&bm)? * lora.scale)?;
+                let (dyb, gb) = lora_up_backward(dy, &bm, xa, lora.scale)?;
                 let xin = s.dropout.as_ref().map_or(&s.x, |(_, xin)| xin);
-                let ga = dyb.t()?.mm(xin)?;
+                let ga = lora_down_grad(&dyb, xin)?;
                 if need_dx {
                     match &s.dropout {
                         Some((m, _)) => masked.push((dyb.mm(&a)? * m)?),
@@ -634,6 +633,33 @@ fn linears_backward(
         dx = (dx + m)?;
     }
     Ok((Some(dx), grads))
+}
+
+/// An adapter's down projection `x Aᵀ` (`A` `[r, in]`).
+fn lora_down(x: &Tensor, a: &Tensor) -> Result<Tensor> {
+    let at = a.t()?;
+    match kernels::low_rank_products(x, Some(&at), None)? {
+        Some((Some(xa), _)) => Ok(xa),
+        _ => x.mm(&at),
+    }
+}
+
+/// Backward of an adapter's up projection `scale · (x Aᵀ) Bᵀ` for its output gradient `dy`:
+/// `(scale · dy B, scale · dyᵀ (x Aᵀ))`, the gradient of `x Aᵀ` and of `B`.
+fn lora_up_backward(dy: &Tensor, b: &Tensor, xa: &Tensor, scale: f64) -> Result<(Tensor, Tensor)> {
+    let (bs, xas) = ((b * scale)?, (xa * scale)?);
+    match kernels::low_rank_products(dy, Some(&bs), Some(&xas))? {
+        Some((Some(dyb), Some(gb))) => Ok((dyb, gb)),
+        _ => Ok((dy.mm(&bs)?, dy.t()?.mm(&xas)?)),
+    }
+}
+
+/// The gradient of an adapter's `A` from the gradient `dxa` of `x Aᵀ`: `dxaᵀ x` (`[r, in]`).
+fn lora_down_grad(dxa: &Tensor, x: &Tensor) -> Result<Tensor> {
+    match kernels::low_rank_products(x, None, Some(dxa))? {
+        Some((_, Some(gt))) => Ok(gt.t()?.contiguous()?),
+        _ => dxa.t()?.mm(x),
+    }
 }
 
 /// `y = x / rms(x) * w`; returns `y` and `1 / rms(x)` (`[n, 1]`).

@@ -55,14 +55,15 @@ pub fn tiny_config() -> LlamaConfig {
     cfg
 }
 
-/// Adds LoRA (r 4, alpha 8, every projection, `dropout`) to `model` and sets every factor to
+/// Adds LoRA (r 8, alpha 16, every projection, `dropout`) to `model` and sets every factor to
 /// fixed pseudo-random values on the model's device: B starts at zero (PEFT's init), which would
-/// make every A gradient zero.
+/// make every A gradient zero. Rank 8 is a rank the engine's own low-rank products take
+/// (`lowrank.rs`), so that these tests check them where the CPU runs them.
 pub fn add_random_lora(model: &mut Llama, dropout: f64) {
     model
         .add_lora(&LoraConfig {
-            r: 4,
-            alpha: 8.0,
+            r: 8,
+            alpha: 16.0,
             dropout,
             targets: LoraTarget::ALL.to_vec(),
             seed: 5,

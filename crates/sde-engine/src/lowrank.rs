@@ -292,18 +292,7 @@ unsafe fn outer_block(_: &[f32], _: usize, _: usize, _: &[f32], _: usize, _: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::sgemm::tests::values;
 
     /// Both products, alone and together, on every rank, partial tiles and row blocks, one
     /// part of the rows or several: `D M` exactly the in-order f32 sums, `Dᵀ E` within

@@ -514,38 +514,29 @@ fn run_block(
                     let cols = NR.min(n - j * NR);
                     for (ir, ap) in apack.chunks(kc * MR).enumerate() {
                         let r0 = i0 + ir * MR;
-                        // SAFETY: the CPU has AVX2 and FMA (the callers asserted it); the
-                        // tile's rows `r0..r0 + min(MR, m - r0)` and columns
-                        // `c0 + j * NR..+cols` lie inside `dst` (asserted above), and no
-                        // other task writes them.
-                        unsafe {
-                            kernel(
-                                kc,
-                                ap.as_ptr(),
-                                bp.as_ptr(),
-                                (out as *mut f32).add(r0 * ldd + c0 + j * NR),
-                                ldd,
-                                MR.min(m - r0),
-                                cols,
-                                add,
-                            );
-                        }
-                        if let Some(l) = low.filter(|_| last) {
-                            let vp = &l.packed[j * r * NR..(j + 1) * r * NR];
-                            let up = &upack[ir * r * MR..(ir + 1) * r * MR];
-                            // SAFETY: as above; `up` and `vp` hold `r` packed groups.
+                        // `c (+)= a b` over `depth` inner positions for this tile.
+                        let tile = |depth: usize, a: &[f32], b: &[f32], add: bool| {
+                            // SAFETY: the CPU has AVX2 and FMA (the callers asserted it); `a`
+                            // and `b` hold `depth` packed groups; the tile's rows
+                            // `r0..r0 + min(MR, m - r0)` and columns `c0 + j * NR..+cols` lie
+                            // inside `dst` (asserted above), and no other task writes them.
                             unsafe {
                                 kernel(
-                                    r,
-                                    up.as_ptr(),
-                                    vp.as_ptr(),
+                                    depth,
+                                    a.as_ptr(),
+                                    b.as_ptr(),
                                     (out as *mut f32).add(r0 * ldd + c0 + j * NR),
                                     ldd,
                                     MR.min(m - r0),
                                     cols,
-                                    true,
+                                    add,
                                 );
                             }
+                        };
+                        tile(kc, ap, bp, add);
+                        if let Some(l) = low.filter(|_| last) {
+                            let vp = &l.packed[j * r * NR..(j + 1) * r * NR];
+                            tile(r, &upack[ir * r * MR..(ir + 1) * r * MR], vp, true);
                         }
                     }
                 }
@@ -782,10 +773,11 @@ unsafe fn kernel(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    /// Pseudo-random values in [-1, 1) from `seed`.
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

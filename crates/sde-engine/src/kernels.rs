@@ -747,7 +747,7 @@ pub(crate) fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Option<Te
 
 /// `row = softmax(row + bias)`; entries more than 104 below the maximum are exactly 0.
 #[inline(always)]
-fn softmax_biased_in_place(row: &mut [f32], bias: &[f32]) {
+pub(crate) fn softmax_biased_in_place(row: &mut [f32], bias: &[f32]) {
     let mut max = f32::NEG_INFINITY;
     for (s, &b) in row.iter_mut().zip(bias) {
         *s += b;

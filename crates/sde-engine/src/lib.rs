@@ -3,6 +3,7 @@
 //! embedded default model.
 
 pub mod adapter;
+mod attention;
 pub mod batch;
 pub mod bf16;
 pub mod chat;

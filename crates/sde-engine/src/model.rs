@@ -888,6 +888,10 @@ impl Llama {
         } else {
             None
         };
+        let fused = match fused {
+            None if !diff => crate::attention::attend(&q, &k, &v, &geo.bias, rep)?.map(|(o, _)| o),
+            done => done,
+        };
         let out = match fused {
             Some(out) => out,
             None => self.attention_products(&q, &k, &v, geo, t, cached, diff)?,

@@ -17,6 +17,7 @@
 use candle_core::{D, DType, Tensor};
 
 use super::{Geometry, Layer, Llama};
+use crate::attention;
 use crate::batch::TrainBatch;
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, MatmulExt, Packed, matmul_sum};
@@ -86,6 +87,8 @@ struct AttnPart {
     v: Tensor,
     /// Attention probabilities `[g, nkv, rep * tq, tk]`.
     probs: Tensor,
+    /// Whether [`crate::attention`] computed them (the backward then goes through it too).
+    causal: bool,
 }
 
 /// Gradients of one linear's LoRA factors.
@@ -408,11 +411,20 @@ impl Llama {
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         let qs = (q * scale)?.reshape((g, nkv, rep * tq, hd))?;
-        let scores = qs.mm(&k.t()?)?.reshape((g, nkv, rep, tq, tk))?;
-        let probs =
-            kernels::masked_softmax_or_generic(&scores, bias)?.reshape((g, nkv, rep * tq, tk))?;
-        let out = probs
-            .mm(&v)?
+        let (out, probs, causal) = match attention::attend(&qs, &k, &v, bias, rep)? {
+            Some((out, probs)) => (out, probs, true),
+            None => {
+                let scores = qs.mm(&k.t()?)?.reshape((g, nkv, rep, tq, tk))?;
+                let probs = kernels::masked_softmax_or_generic(&scores, bias)?.reshape((
+                    g,
+                    nkv,
+                    rep * tq,
+                    tk,
+                ))?;
+                (probs.mm(&v)?, probs, false)
+            }
+        };
+        let out = out
             .reshape((g, nh, tq, hd))?
             .transpose(1, 2)?
             .reshape((g * tq, nh * hd))?;
@@ -425,6 +437,7 @@ impl Llama {
                 k,
                 v,
                 probs,
+                causal,
             },
         ))
     }
@@ -514,10 +527,22 @@ impl Llama {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((g, nkv, rep * tq, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        if part.causal {
+            let (dq, dk, dv) = attention::attend_backward(
+                &part.qs,
+                &part.k,
+                &part.v,
+                &part.probs,
+                &d_o,
+                rep,
+                scale as f32,
+            )?;
+            return Ok((dq.reshape((g, nh, tq, hd))?, dk, dv));
+        }
         let dprobs = d_o.mm(&part.v.t()?)?;
         let dv = part.probs.t()?.mm(&d_o)?;
         let dscores = softmax_backward(&part.probs, &dprobs)?;
-        let scale = 1.0 / (hd as f64).sqrt();
         let dq = (dscores.mm(&part.k)? * scale)?.reshape((g, nh, tq, hd))?;
         let dk = dscores.t()?.mm(&part.qs)?;
         Ok((dq, dk, dv))

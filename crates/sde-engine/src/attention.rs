@@ -21,7 +21,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::kernels::{dot_lanes, fused_ok, softmax_biased_in_place, with_f32};
+use crate::kernels::{
+    Operand, dot_lanes, fused_ok, gemm_strided, softmax_biased_in_place, with_f32,
+};
 
 /// Query rows per block of the forward products and of the query gradients; keys per block
 /// of the key and value gradients.
@@ -51,6 +53,28 @@ impl Dims {
         self.g * self.nkv * self.rep
     }
 
+    /// Panics unless `qs` is `[g, nkv, rep·tq, hd]` and `k`, `v` are `[g, nkv, tk, hd]`.
+    fn check(&self, qs: &[f32], k: &[f32], v: &[f32]) {
+        let kv_len = self.g * self.nkv * self.tk * self.hd;
+        assert!(
+            qs.len() == self.query_heads() * self.tq * self.hd
+                && k.len() == kv_len
+                && v.len() == kv_len,
+            "attention buffers do not fit {self:?}"
+        );
+    }
+
+    /// Query head `h`'s rows (`tq` of width `w`) of a `[g, nkv, rep·tq, w]` buffer.
+    fn head<'a>(&self, x: &'a [f32], h: usize, w: usize) -> &'a [f32] {
+        &x[h * self.tq * w..(h + 1) * self.tq * w]
+    }
+
+    /// The keys (or values) that query head `h` reads in a `[g, nkv, tk, hd]` buffer.
+    fn keys_of<'a>(&self, x: &'a [f32], h: usize) -> &'a [f32] {
+        let kv = h / self.rep;
+        &x[kv * self.tk * self.hd..(kv + 1) * self.tk * self.hd]
+    }
+
     /// The query blocks `(first row, rows, keys seen by the block)`.
     fn query_blocks(&self) -> impl Iterator<Item = (usize, usize, usize)> {
         let (tq, tk, past) = (self.tq, self.tk, self.past());
@@ -61,88 +85,16 @@ impl Dims {
     }
 }
 
-/// A strided matrix inside a slice.
-#[derive(Debug, Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Rows `r0..r0 + rows`, columns `0..cols` of a row-major matrix with row stride `ld`.
-    fn rows_of(data: &'a [f32], ld: usize, r0: usize, rows: usize, cols: usize) -> Self {
-        Mat {
-            data: &data[r0 * ld..],
-            rows,
-            cols,
-            row_stride: ld,
-            col_stride: 1,
-        }
-    }
-
-    fn t(self) -> Self {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-
-    fn extent(&self) -> usize {
-        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride + 1
-    }
-}
-
-/// `dst = scale · a b` (or `dst += scale · a b` with `accumulate`) on one thread; `dst` is
-/// row-major with row stride `ldd`.
-fn product(dst: &mut [f32], ldd: usize, a: Mat<'_>, b: Mat<'_>, accumulate: bool, scale: f32) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k, "inner dimensions differ");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        n <= ldd && (m - 1) * ldd + n <= dst.len(),
-        "destination too small"
-    );
-    if k == 0 {
-        if !accumulate {
-            dst.chunks_mut(ldd).take(m).for_each(|r| r[..n].fill(0.0));
-        }
-        return;
-    }
-    assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len());
-    // SAFETY: the asserts keep every index gemm reads (row * rs + col * cs for row < rows,
-    // col < cols) inside `a.data` / `b.data` and every index it writes (row * ldd + col for
-    // row < m, col < n) inside `dst`; `dst` is a unique borrow, so nothing aliases it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            scale,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+/// `dst = scale · a b` (or `+=` with `accumulate`) on this thread; `dst` has row stride `ldd`.
+fn product(
+    dst: &mut [f32],
+    ldd: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    accumulate: bool,
+    scale: f32,
+) {
+    gemm_strided(dst, ldd, a, b, accumulate, scale, Parallelism::None);
 }
 
 /// Whether every bias entry past a query's causal limit masks its key, so that skipping
@@ -168,36 +120,25 @@ pub(crate) fn forward(
     v: &[f32],
     bias: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let Dims {
-        g,
-        nkv,
-        rep,
-        tq,
-        tk,
-        hd,
-    } = d;
-    let heads = d.query_heads();
-    assert!(qs.len() == heads * tq * hd && k.len() == g * nkv * tk * hd && v.len() == k.len());
+    let (tq, tk, hd, heads) = (d.tq, d.tk, d.hd, d.query_heads());
+    d.check(qs, k, v);
     let shared_bias = bias.len() == tq * tk;
-    assert!(shared_bias || bias.len() == g * tq * tk);
+    assert!(shared_bias || bias.len() == d.g * tq * tk);
     let mut out = vec![0f32; heads * tq * hd];
     let mut probs = vec![0f32; heads * tq * tk];
     out.par_chunks_mut(tq * hd)
         .zip(probs.par_chunks_mut(tq * tk))
         .enumerate()
         .for_each(|(h, (oh, ph))| {
-            let kv = h / rep;
-            let qh = &qs[h * tq * hd..(h + 1) * tq * hd];
-            let kh = &k[kv * tk * hd..(kv + 1) * tk * hd];
-            let vh = &v[kv * tk * hd..(kv + 1) * tk * hd];
-            let group = if shared_bias { 0 } else { h / (nkv * rep) };
+            let (qh, kh, vh) = (d.head(qs, h, hd), d.keys_of(k, h), d.keys_of(v, h));
+            let group = if shared_bias { 0 } else { h / (d.nkv * d.rep) };
             let bh = &bias[group * tq * tk..(group + 1) * tq * tk];
             for (i0, rows, keys) in d.query_blocks() {
-                let kt = Mat::rows_of(kh, hd, 0, keys, hd).t();
+                let kt = Operand::rows_of(kh, hd, 0, keys, hd).t();
                 product(
                     &mut ph[i0 * tk..],
                     tk,
-                    Mat::rows_of(qh, hd, i0, rows, hd),
+                    Operand::rows_of(qh, hd, i0, rows, hd),
                     kt,
                     false,
                     1.0,
@@ -211,8 +152,8 @@ pub(crate) fn forward(
                 product(
                     &mut oh[i0 * hd..],
                     hd,
-                    Mat::rows_of(ph, tk, i0, rows, keys),
-                    Mat::rows_of(vh, hd, 0, keys, hd),
+                    Operand::rows_of(ph, tk, i0, rows, keys),
+                    Operand::rows_of(vh, hd, 0, keys, hd),
                     false,
                     1.0,
                 );
@@ -233,17 +174,9 @@ pub(crate) fn backward(
     d_o: &[f32],
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let Dims {
-        g,
-        nkv,
-        rep,
-        tq,
-        tk,
-        hd,
-    } = d;
-    let heads = d.query_heads();
-    assert!(qs.len() == heads * tq * hd && d_o.len() == qs.len());
-    assert!(k.len() == g * nkv * tk * hd && v.len() == k.len() && probs.len() == heads * tq * tk);
+    let (tq, tk, hd, heads) = (d.tq, d.tk, d.hd, d.query_heads());
+    d.check(qs, k, v);
+    assert!(d_o.len() == qs.len() && probs.len() == heads * tq * tk);
     // Score gradients, zero where no block computes them (masked keys).
     let mut ds = vec![0f32; heads * tq * tk];
     let mut dq = vec![0f32; heads * tq * hd];
@@ -251,17 +184,14 @@ pub(crate) fn backward(
         .zip(ds.par_chunks_mut(tq * tk))
         .enumerate()
         .for_each(|(h, (dqh, dsh))| {
-            let kv = h / rep;
-            let doh = &d_o[h * tq * hd..(h + 1) * tq * hd];
-            let ph = &probs[h * tq * tk..(h + 1) * tq * tk];
-            let kh = &k[kv * tk * hd..(kv + 1) * tk * hd];
-            let vh = &v[kv * tk * hd..(kv + 1) * tk * hd];
+            let (doh, ph) = (d.head(d_o, h, hd), d.head(probs, h, tk));
+            let (kh, vh) = (d.keys_of(k, h), d.keys_of(v, h));
             for (i0, rows, keys) in d.query_blocks() {
                 product(
                     &mut dsh[i0 * tk..],
                     tk,
-                    Mat::rows_of(doh, hd, i0, rows, hd),
-                    Mat::rows_of(vh, hd, 0, keys, hd).t(),
+                    Operand::rows_of(doh, hd, i0, rows, hd),
+                    Operand::rows_of(vh, hd, 0, keys, hd).t(),
                     false,
                     1.0,
                 );
@@ -275,15 +205,15 @@ pub(crate) fn backward(
                 product(
                     &mut dqh[i0 * hd..],
                     hd,
-                    Mat::rows_of(dsh, tk, i0, rows, keys),
-                    Mat::rows_of(kh, hd, 0, keys, hd),
+                    Operand::rows_of(dsh, tk, i0, rows, keys),
+                    Operand::rows_of(kh, hd, 0, keys, hd),
                     false,
                     scale,
                 );
             }
         });
-    let mut dk = vec![0f32; g * nkv * tk * hd];
-    let mut dv = vec![0f32; g * nkv * tk * hd];
+    let mut dk = vec![0f32; k.len()];
+    let mut dv = vec![0f32; k.len()];
     let past = d.past();
     let tasks: Vec<(usize, usize, &mut [f32], &mut [f32])> = dk
         .chunks_mut(tk * hd)
@@ -296,46 +226,27 @@ pub(crate) fn backward(
                 .map(move |(j, (dkb, dvb))| (kv, j * BLOCK, dkb, dvb))
         })
         .collect();
-    let (ds, probs) = (&ds, probs);
+    let ds = &ds[..];
     tasks.into_par_iter().for_each(|(kv, j0, dkb, dvb)| {
         let keys = dkb.len() / hd;
         // The first query that sees key `j0`; later ones see the whole block or part of it
         // (their scores past their limit are 0 in `ds` and `probs`).
         let first = j0.saturating_sub(past);
         let rows = tq - first;
-        for r in 0..rep {
-            let h = kv * rep + r;
+        for r in 0..d.rep {
+            let h = kv * d.rep + r;
             let at = h * tq + first;
-            product(
-                dkb,
-                hd,
-                Mat {
-                    data: &ds[at * tk + j0..],
-                    rows,
-                    cols: keys,
-                    row_stride: tk,
-                    col_stride: 1,
-                }
-                .t(),
-                Mat::rows_of(qs, hd, at, rows, hd),
-                r > 0,
-                1.0,
-            );
-            product(
-                dvb,
-                hd,
-                Mat {
-                    data: &probs[at * tk + j0..],
-                    rows,
-                    cols: keys,
-                    row_stride: tk,
-                    col_stride: 1,
-                }
-                .t(),
-                Mat::rows_of(d_o, hd, at, rows, hd),
-                r > 0,
-                1.0,
-            );
+            // dK += dSᵀ qs and dV += Pᵀ dO over the block's keys.
+            for (dst, weights, rhs) in [(&mut *dkb, ds, qs), (&mut *dvb, probs, d_o)] {
+                product(
+                    dst,
+                    hd,
+                    Operand::rows_of(&weights[j0..], tk, at, rows, keys).t(),
+                    Operand::rows_of(rhs, hd, at, rows, hd),
+                    r > 0,
+                    1.0,
+                );
+            }
         }
     });
     (dq, dk, dv)
@@ -425,21 +336,7 @@ pub(crate) fn attend_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
+    use crate::sgemm::tests::values;
 
     /// The full-square attention in f64: output, probabilities and the three gradients.
     #[allow(clippy::type_complexity)]

@@ -36,16 +36,39 @@ const PARALLEL_MIN_FLOPS: usize = 16_000_000;
 
 /// One operand: a batch of strided matrices inside a slice.
 #[derive(Debug, Clone, Copy)]
-struct Operand<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-    batch_stride: usize,
+pub(crate) struct Operand<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+    pub batch_stride: usize,
 }
 
-impl Operand<'_> {
+impl<'a> Operand<'a> {
+    /// Rows `r0..r0 + rows`, columns `0..cols` of a row-major matrix with row stride `ld`.
+    pub(crate) fn rows_of(data: &'a [f32], ld: usize, r0: usize, rows: usize, cols: usize) -> Self {
+        Operand {
+            data: &data[r0 * ld..],
+            rows,
+            cols,
+            row_stride: ld,
+            col_stride: 1,
+            batch_stride: 0,
+        }
+    }
+
+    /// The transposed matrix (a view: strides swapped).
+    pub(crate) fn t(self) -> Self {
+        Operand {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
     /// One past the largest element index the batch touches, for the bounds check.
     fn extent(&self, batch: usize) -> usize {
         if self.rows == 0 || self.cols == 0 || batch == 0 {
@@ -102,9 +125,39 @@ fn gemm_one(
         crate::sgemm::gemm(&mut dst[..m * n], view(a), view(b), accumulate, parallel);
         return;
     }
-    // SAFETY: the asserts above keep every index gemm reads (row * rs + col * cs for
-    // row < rows, col < cols) inside `a.data` / `b.data`, and every index it writes inside
-    // `dst[..m * n]`; the three slices cannot alias (`dst` is a unique borrow).
+    gemm_strided(dst, n, a, b, accumulate, 1.0, parallelism);
+}
+
+/// `dst = scale · a b` (or `dst += scale · a b` with `accumulate`) through the gemm crate for
+/// one matrix pair; `dst` is row-major with row stride `ldd`.
+pub(crate) fn gemm_strided(
+    dst: &mut [f32],
+    ldd: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    accumulate: bool,
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k, "inner dimensions differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        n <= ldd && (m - 1) * ldd + n <= dst.len(),
+        "destination too small"
+    );
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(ldd).take(m).for_each(|r| r[..n].fill(0.0));
+        }
+        return;
+    }
+    assert!(a.extent(1) <= a.data.len() && b.extent(1) <= b.data.len());
+    // SAFETY: the asserts keep every index gemm reads (row * rs + col * cs for row < rows,
+    // col < cols) inside `a.data` / `b.data` and every index it writes (row * ldd + col for
+    // row < m, col < n) inside `dst`; `dst` is a unique borrow, so nothing aliases it.
     unsafe {
         gemm::gemm(
             m,
@@ -112,7 +165,7 @@ fn gemm_one(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            ldd as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -121,7 +174,7 @@ fn gemm_one(
             b.col_stride as isize,
             b.row_stride as isize,
             if accumulate { 1.0 } else { 0.0 },
-            1.0,
+            scale,
             false,
             false,
             false,

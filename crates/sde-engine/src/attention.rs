@@ -1,5 +1,6 @@
-//! Causal attention of a training step over f32 CPU buffers, with every product restricted
-//! to the keys its queries can see.
+//! Causal attention over f32 CPU buffers, with every product restricted to the keys its
+//! queries can see: a training step's attention and its backward, and inference's attention
+//! over prompts (without a cache, or blocks of more than a few positions over one).
 //!
 //! In every layout a query at position `i` of a group whose `tq` queries follow
 //! `past = tk - tq` keys sees keys `0..=past + i` at most (the bias masks the rest). The
@@ -12,8 +13,8 @@
 //! Invariant: the results equal the full products, softmax and softmax backward up to float
 //! summation order. The one difference is a query whose every key is masked (a row of left
 //! padding): the full softmax spreads it evenly over all `tk` keys, this one over the keys up
-//! to its block's end. Its output gradient is exactly zero (no loss position reads a
-//! padding position), so the gradients are the same.
+//! to its block's end. No real position reads that output, and in training its gradient is
+//! exactly zero (no loss position reads a padding position), so the gradients are the same.
 #![allow(unsafe_code)]
 
 use candle_core::Tensor;
@@ -35,13 +36,13 @@ const MASKED_AT_MOST: f32 = -1e8;
 /// The sizes of one attention group: `g` sequences, `nkv` key/value heads each shared by
 /// `rep` query heads, `tq` queries after `tk - tq` earlier keys, head width `hd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Dims {
-    pub g: usize,
-    pub nkv: usize,
-    pub rep: usize,
-    pub tq: usize,
-    pub tk: usize,
-    pub hd: usize,
+struct Dims {
+    g: usize,
+    nkv: usize,
+    rep: usize,
+    tq: usize,
+    tk: usize,
+    hd: usize,
 }
 
 impl Dims {
@@ -113,13 +114,7 @@ fn causal(bias: &[f32], d: Dims) -> bool {
 /// `k` and `v` `[g, nkv, tk, hd]`, `bias` `[g or 1, tq, tk]`. Returns the output
 /// `[g, nkv, rep·tq, hd]` and the probabilities `[g, nkv, rep·tq, tk]`, zero past each
 /// block's last key.
-pub(crate) fn forward(
-    d: Dims,
-    qs: &[f32],
-    k: &[f32],
-    v: &[f32],
-    bias: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
+fn forward(d: Dims, qs: &[f32], k: &[f32], v: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let (tq, tk, hd, heads) = (d.tq, d.tk, d.hd, d.query_heads());
     d.check(qs, k, v);
     let shared_bias = bias.len() == tq * tk;
@@ -165,7 +160,7 @@ pub(crate) fn forward(
 /// Backward of [`forward`] for the output gradient `d_o` `[g, nkv, rep·tq, hd]`: gradients of
 /// the rotated queries (unscaled: `scale` is the factor `qs` carries), keys and values, in the
 /// layouts of `qs`, `k` and `v`.
-pub(crate) fn backward(
+fn backward(
     d: Dims,
     qs: &[f32],
     k: &[f32],
@@ -287,14 +282,16 @@ pub(crate) fn attend(
     if !bias_fits || v.dims() != k.dims() || ![qs, k, v, bias].iter().all(|t| fused_ok(t)) {
         return Ok(None);
     }
-    if !with_f32(bias, |b| causal(b, d))? {
+    let done = with_f32(bias, |b| -> Result<_> {
+        if !causal(b, d) {
+            return Ok(None);
+        }
+        let run = |q: &[f32]| with_f32(k, |k| with_f32(v, |v| forward(d, q, k, v, b)));
+        Ok(Some(with_f32(qs, run)???))
+    })??;
+    let Some((out, probs)) = done else {
         return Ok(None);
-    }
-    let (out, probs) = with_f32(bias, |b| {
-        with_f32(qs, |q| {
-            with_f32(k, |k| with_f32(v, |v| forward(d, q, k, v, b)))
-        })
-    })????;
+    };
     let dev = qs.device();
     Ok(Some((
         Tensor::from_vec(out, qs.dims(), dev)?,

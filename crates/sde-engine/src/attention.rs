@@ -86,18 +86,6 @@ impl Dims {
     }
 }
 
-/// `dst = scale · a b` (or `+=` with `accumulate`) on this thread; `dst` has row stride `ldd`.
-fn product(
-    dst: &mut [f32],
-    ldd: usize,
-    a: Operand<'_>,
-    b: Operand<'_>,
-    accumulate: bool,
-    scale: f32,
-) {
-    gemm_strided(dst, ldd, a, b, accumulate, scale, Parallelism::None);
-}
-
 /// Whether every bias entry past a query's causal limit masks its key, so that skipping
 /// those keys leaves the softmax as it is. `bias` is `[groups, tq, tk]`.
 fn causal(bias: &[f32], d: Dims) -> bool {
@@ -130,13 +118,14 @@ fn forward(d: Dims, qs: &[f32], k: &[f32], v: &[f32], bias: &[f32]) -> (Vec<f32>
             let bh = &bias[group * tq * tk..(group + 1) * tq * tk];
             for (i0, rows, keys) in d.query_blocks() {
                 let kt = Operand::rows_of(kh, hd, 0, keys, hd).t();
-                product(
+                gemm_strided(
                     &mut ph[i0 * tk..],
                     tk,
                     Operand::rows_of(qh, hd, i0, rows, hd),
                     kt,
                     false,
                     1.0,
+                    Parallelism::None,
                 );
                 for i in i0..i0 + rows {
                     softmax_biased_in_place(
@@ -144,13 +133,14 @@ fn forward(d: Dims, qs: &[f32], k: &[f32], v: &[f32], bias: &[f32]) -> (Vec<f32>
                         &bh[i * tk..i * tk + keys],
                     );
                 }
-                product(
+                gemm_strided(
                     &mut oh[i0 * hd..],
                     hd,
                     Operand::rows_of(ph, tk, i0, rows, keys),
                     Operand::rows_of(vh, hd, 0, keys, hd),
                     false,
                     1.0,
+                    Parallelism::None,
                 );
             }
         });
@@ -182,13 +172,14 @@ fn backward(
             let (doh, ph) = (d.head(d_o, h, hd), d.head(probs, h, tk));
             let (kh, vh) = (d.keys_of(k, h), d.keys_of(v, h));
             for (i0, rows, keys) in d.query_blocks() {
-                product(
+                gemm_strided(
                     &mut dsh[i0 * tk..],
                     tk,
                     Operand::rows_of(doh, hd, i0, rows, hd),
                     Operand::rows_of(vh, hd, 0, keys, hd).t(),
                     false,
                     1.0,
+                    Parallelism::None,
                 );
                 for i in i0..i0 + rows {
                     let (pr, dr) = (&ph[i * tk..i * tk + keys], &mut dsh[i * tk..i * tk + keys]);
@@ -197,13 +188,14 @@ fn backward(
                         *dv = pv * (*dv - s);
                     }
                 }
-                product(
+                gemm_strided(
                     &mut dqh[i0 * hd..],
                     hd,
                     Operand::rows_of(dsh, tk, i0, rows, keys),
                     Operand::rows_of(kh, hd, 0, keys, hd),
                     false,
                     scale,
+                    Parallelism::None,
                 );
             }
         });
@@ -233,13 +225,14 @@ fn backward(
             let at = h * tq + first;
             // dK += dSᵀ qs and dV += Pᵀ dO over the block's keys.
             for (dst, weights, rhs) in [(&mut *dkb, ds, qs), (&mut *dvb, probs, d_o)] {
-                product(
+                gemm_strided(
                     dst,
                     hd,
                     Operand::rows_of(&weights[j0..], tk, at, rows, keys).t(),
                     Operand::rows_of(rhs, hd, at, rows, hd),
                     r > 0,
                     1.0,
+                    Parallelism::None,
                 );
             }
         }

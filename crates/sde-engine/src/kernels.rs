@@ -99,19 +99,10 @@ fn gemm_one(
     parallelism: Parallelism,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k, "inner dimensions differ");
-    assert!(dst.len() >= m * n, "destination too small");
-    assert!(a.extent(1) <= a.data.len() && b.extent(1) <= b.data.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
     if crate::sgemm::applies(m, k, n) {
+        assert!(b.rows == k, "inner dimensions differ");
+        assert!(dst.len() >= m * n, "destination too small");
+        assert!(a.extent(1) <= a.data.len() && b.extent(1) <= b.data.len());
         fn view(o: Operand<'_>) -> crate::sgemm::View<'_> {
             crate::sgemm::View {
                 data: &o.data[..o.extent(1)],

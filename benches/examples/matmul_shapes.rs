@@ -1,5 +1,5 @@
 //! GFLOP/s of candle's f32 matmul on the shapes of a SmolLM2-135M train step (rows = batch ×
-//! sequence), and beside it the engine's AVX2 product (`sde_engine::sgemm`) where the CPU runs
+//! sequence), and beside it the engine's product (`sde_engine::sgemm`) where the CPU runs
 //! it, packing the weight per product and packed once beforehand (as the engine's frozen
 //! weights are), all alternating (the fastest of 40 runs each): `cargo run --release -p sde-benches --example matmul_shapes --
 //! [rows]`.

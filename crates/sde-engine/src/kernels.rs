@@ -1,6 +1,7 @@
 //! f32 matrix products on the CPU, called through the gemm crate with a threading choice
-//! that fits the shape, or on CPUs with AVX2 but not AVX-512 through the engine's own product
-//! for the projections' shapes ([`crate::sgemm`]).
+//! that fits the shape, or through the engine's own product ([`crate::sgemm`]): for frozen
+//! weights packed beforehand on CPUs with AVX2, and for the projections' shapes on CPUs with
+//! AVX2 but not AVX-512.
 //!
 //! candle hands every matmul to gemm with all threads. That is right for the big projections
 //! and wasteful for the small ones a LoRA step is full of: rank-8 adapter products and the
@@ -346,7 +347,7 @@ fn sum_into(
 pub(crate) enum Packed<'a> {
     /// Rounded to bf16 ([`crate::bf16`]): the opt-in lossy products.
     Bf16(&'a PackedBf16),
-    /// f32, for the engine's AVX2 product ([`crate::sgemm`]).
+    /// f32, for the engine's product ([`crate::sgemm`]).
     F32(&'a PackedRhs),
 }
 
@@ -1099,7 +1100,7 @@ mod tests {
             &matmul(&x, &w.t().unwrap()).unwrap(),
             &x.matmul(&w.t().unwrap()).unwrap(),
         );
-        // Enough rows for the AVX2 blocked product (`crate::sgemm`) where the CPU runs it,
+        // Enough rows for the blocked product (`crate::sgemm`) where the CPU runs it,
         // as the first term of a sum and as a later one (accumulating).
         let x = Tensor::randn(0f32, 1.0, (600, 160), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (144, 160), &dev).unwrap();

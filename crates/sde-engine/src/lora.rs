@@ -29,7 +29,7 @@ pub(crate) struct LoraAdapter {
 pub(crate) struct Linear {
     pub(crate) weight: Tensor,
     /// `weight` transposed into a contiguous `[in, out]` copy, made on first use by inference
-    /// (no gradient) where the engine's AVX2 product does not run (there it reads `f32`):
+    /// (no gradient) where the engine's product does not run (there it reads `f32`):
     /// gemm reads it without repacking the weight on every call, which is what a `[out, in]`
     /// weight costs when decoding a few rows, and big products on it run faster too. Training
     /// never makes it. Reset when `weight` changes.
@@ -40,7 +40,7 @@ pub(crate) struct Linear {
     /// The weight rounded to bf16 and packed as the right operand of `x W^T` (`[0]`) and of
     /// `dy W` (`[1]`), made on first use by bf16 products.
     bf16: [OnceLock<Arc<PackedBf16>>; 2],
-    /// The weight packed likewise in f32 for the engine's AVX2 product ([`crate::sgemm`]),
+    /// The weight packed likewise in f32 for the engine's product ([`crate::sgemm`]),
     /// made on first use where that product runs: packing it for every product cost about 5%
     /// of a train step. Inference reads it instead of `weight_t`.
     f32: [OnceLock<Arc<PackedRhs>>; 2],
@@ -175,10 +175,15 @@ impl Linear {
     }
 
     /// The weight packed in f32 as the right operand of `x W^T` (`forward`) or of `dy W`,
-    /// made on first use; `None` where the engine's AVX2 product does not run
-    /// ([`crate::sgemm::supported`]).
+    /// made on first use; `None` where the engine's product does not run
+    /// ([`crate::sgemm::supported`]), and for `dy W` on AVX-512 CPUs: there the gemm crate
+    /// reads the weight of `dy W` with little packing, and a training step with only the
+    /// forward copy ran faster than with both (and holds one copy of the weights less).
     pub(crate) fn f32_packed(&self, forward: bool) -> Result<Option<&PackedRhs>> {
         if !crate::sgemm::supported() || !crate::kernels::fused_ok(&self.weight) {
+            return Ok(None);
+        }
+        if !forward && crate::sgemm::isa() == Some(crate::sgemm::Isa::Avx512) {
             return Ok(None);
         }
         let slot = &self.f32[usize::from(!forward)];

@@ -73,9 +73,9 @@ pub struct Llama {
     /// `None` when tied to the embedding.
     lm_head: Option<Tensor>,
     /// The output head transposed into a contiguous `[hidden, vocab]` copy, made on first use
-    /// by inference where the engine's AVX2 product does not run (see `Linear`).
+    /// by inference where the engine's product does not run (see `Linear`).
     head_t: std::sync::OnceLock<Tensor>,
-    /// The output head packed as the right operand of `x Wᵀ` for the engine's AVX2 product
+    /// The output head packed as the right operand of `x Wᵀ` for the engine's product
     /// ([`crate::sgemm`]), made on first use by inference where that product runs, in place
     /// of `head_t` (the same size): the head is about a fifth of a scoring pass's arithmetic,
     /// and this product ran it 1.25× as fast as gemm at 1280 rows.
@@ -536,7 +536,8 @@ impl Llama {
         Ok(y.reshape(out)?)
     }
 
-    /// The packed output head `w` for inference on `x` where the engine's AVX2 product runs.
+    /// The packed output head `w` for inference on `x` where the engine's product runs
+    /// ([`crate::sgemm::supported`]).
     fn head_packed(&self, w: &Tensor, x: &Tensor) -> Result<Option<&crate::sgemm::PackedRhs>> {
         if x.track_op() || !crate::sgemm::supported() || !crate::kernels::fused_ok(w) {
             return Ok(None);

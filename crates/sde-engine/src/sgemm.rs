@@ -1,16 +1,23 @@
-//! f32 matrix products with AVX2 and FMA, for CPUs without AVX-512.
+//! f32 matrix products with AVX2 and FMA, and with AVX-512 where the CPU has it.
 //!
 //! The gemm crate's AVX2 path ran the engine's shapes (576 to 1536 wide, hundreds to
 //! thousands of rows) at about half of the FMA rate of a Zen 3 core. This is the classic
-//! blocked product: both operands packed per block, a 6 × 16 register tile (12 accumulators,
-//! two loads of the right operand and six broadcasts per step of the inner dimension), the
-//! inner dimension taken whole up to [`KC_MAX`] so that each output tile is written once, and
-//! the output tile prefetched before its sums start. Where the CPU has AVX-512 the gemm
-//! crate's `x86-v4` kernels are faster, and they run instead ([`applies`]).
+//! blocked product: both operands packed per block, a register tile of [`MR`] rows (six
+//! broadcasts per step of the inner dimension) by one panel of [`NR`] columns (two 8-lane
+//! registers) with AVX2 or up to [`PANELS_512`] panels (one 16-lane register each) with
+//! AVX-512, the inner dimension taken whole up to [`KC_MAX`] so that each output tile is
+//! written once, and the output tile prefetched before its sums start.
+//!
+//! Its main use is a frozen weight packed once ([`PackedRhs`]): the gemm crate packs its
+//! left operand (the weight, in its column-major view of `x Wᵀ`) again in every product, and
+//! on a Zen 4 core that packing was 4-8% of a training step. Packed beforehand, the AVX-512
+//! tiles ran the model's `x Wᵀ` shapes at 194-221 GFLOP/s where the gemm crate ran 142-202
+//! (`examples/matmul_shapes.rs` in `benches/`, 512 and 2048 rows). Products of operands
+//! packed per product ([`gemm`]) run here only on AVX2 CPUs ([`applies`]).
 //!
 //! Invariant: the result is the f32 product summed in order along the inner dimension within
-//! each block of it (tested against a scalar reference below); only the order of the sums
-//! differs from other kernels.
+//! each block of it (tested against a scalar reference below, with each instruction set's
+//! tiles); only the order of the sums differs from other kernels.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -25,6 +32,8 @@ const NR: usize = 16;
 /// The most inner positions per block: a tile's packed rows (`KC_MAX × 6 × 4` bytes) stay in
 /// the L1 cache, and the model's widths up to 576 run in one block.
 const KC_MAX: usize = 640;
+/// Panels per AVX-512 tile: `MR × PANELS_512` accumulators of 16 lanes.
+const PANELS_512: usize = 4;
 /// Rows per block of the left operand: four register tiles share each column panel.
 const MC: usize = 4 * MR;
 /// Products of fewer rows stay with the gemm crate: at 128 rows, packing the right operand
@@ -88,29 +97,49 @@ impl View<'_> {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA but not AVX-512: the CPUs [`gemm`] is made for and
-/// runs on.
-pub fn supported() -> bool {
-    static FITS: OnceLock<bool> = OnceLock::new();
-    *FITS.get_or_init(|| {
+/// The instruction sets the register tiles are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX2 and FMA: one panel of [`NR`] columns per tile, in two 8-lane registers.
+    Avx2,
+    /// AVX-512F: up to [`PANELS_512`] panels per tile, one 16-lane register per panel and row.
+    Avx512,
+}
+
+/// The widest instruction set of this CPU that a tile is written for, if any.
+pub(crate) fn isa() -> Option<Isa> {
+    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+    *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && !std::arch::is_x86_feature_detected!("avx512f")
+            if !(std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"))
+            {
+                None
+            } else if std::arch::is_x86_feature_detected!("avx512f") {
+                Some(Isa::Avx512)
+            } else {
+                Some(Isa::Avx2)
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            false
+            None
         }
     })
 }
 
-/// Whether the engine runs an `[m, k] @ [k, n]` product here rather than in the gemm crate:
-/// on CPUs with AVX2 and FMA but no AVX-512, for the shapes of the model's projections
+/// Whether this CPU has AVX2 and FMA (and so runs [`gemm`], with AVX-512 where it has it).
+pub fn supported() -> bool {
+    isa().is_some()
+}
+
+/// Whether the engine runs an `[m, k] @ [k, n]` product, both operands packed per product,
+/// here rather than in the gemm crate: on CPUs with AVX2 and FMA but no AVX-512 (where the
+/// gemm crate's AVX-512 kernels are as fast), for the shapes of the model's projections
 /// (at least [`MIN_ROWS`] rows, `k` in [`WIDTHS`], at least 128 columns).
 pub(crate) fn applies(m: usize, k: usize, n: usize) -> bool {
-    m >= MIN_ROWS && WIDTHS.contains(&k) && n >= *WIDTHS.start() && supported()
+    m >= MIN_ROWS && WIDTHS.contains(&k) && n >= *WIDTHS.start() && isa() == Some(Isa::Avx2)
 }
 
 thread_local! {
@@ -145,6 +174,11 @@ fn with_space<R>(
 /// If the shapes disagree, an operand's last element lies outside its slice, or the CPU is
 /// not [`supported`].
 pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
+    gemm_on(detected(), dst, a, b, accumulate, parallel);
+}
+
+/// [`gemm`] with the tiles of `isa`.
+fn gemm_on(isa: Isa, dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
     check_view(&b);
     if !prepare(dst, &a, b.rows, b.cols, accumulate) {
         return;
@@ -162,7 +196,17 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
                 cols,
                 kc_len: plan.kc_len,
             };
-            run_block(dst, n, c0, a, block, None, accumulate || q0 > 0, threads);
+            run_block(
+                isa,
+                dst,
+                n,
+                c0,
+                a,
+                block,
+                None,
+                accumulate || q0 > 0,
+                threads,
+            );
         });
     });
 }
@@ -183,10 +227,7 @@ impl PackedRhs {
     /// # Panics
     /// If an element of `b` lies outside its slice or the CPU is not [`supported`].
     pub fn pack(b: View<'_>) -> Self {
-        assert!(
-            supported(),
-            "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
-        );
+        assert!(supported(), "sgemm: runs on CPUs with AVX2 and FMA");
         check_view(&b);
         let plan = Plan::new(b.rows, b.cols);
         // Column blocks are whole panels but the last: the blocks hold all panels of all rows.
@@ -255,6 +296,19 @@ pub fn gemm_packed_low_rank(
     accumulate: bool,
     parallel: bool,
 ) {
+    gemm_packed_low_rank_on(detected(), dst, a, b, low_rank, accumulate, parallel);
+}
+
+/// [`gemm_packed_low_rank`] with the tiles of `isa`.
+fn gemm_packed_low_rank_on(
+    isa: Isa,
+    dst: &mut [f32],
+    a: View<'_>,
+    b: &PackedRhs,
+    low_rank: Option<LowRank<'_>>,
+    accumulate: bool,
+    parallel: bool,
+) {
     if !prepare(dst, &a, b.rows, b.cols, accumulate) {
         return;
     }
@@ -291,6 +345,7 @@ pub fn gemm_packed_low_rank(
                 packed: &packed[c0 * u.cols..],
             });
         run_block(
+            isa,
             dst,
             n,
             c0,
@@ -360,14 +415,18 @@ impl Plan {
     }
 }
 
+/// This CPU's instruction set for the tiles.
+///
+/// # Panics
+/// If the CPU lacks AVX2 or FMA.
+fn detected() -> Isa {
+    isa().expect("sgemm: runs on CPUs with AVX2 and FMA")
+}
+
 /// The checks of both products against a right operand of `b_rows × n`; `false` when there
 /// is nothing to compute (an empty product: its output zeroed unless accumulated).
 fn prepare(dst: &mut [f32], a: &View<'_>, b_rows: usize, n: usize, accumulate: bool) -> bool {
     let (m, k) = (a.rows, a.cols);
-    assert!(
-        supported(),
-        "sgemm: runs on CPUs with AVX2 and FMA but not AVX-512"
-    );
     assert_eq!(b_rows, k, "sgemm: inner dimensions differ");
     assert!(dst.len() >= m * n, "sgemm: destination too small");
     check_view(a);
@@ -461,6 +520,7 @@ fn pack_block(bpack: &mut [f32], b: View<'_>, kc_len: usize, parallel: bool) {
 /// stride `ldd`, on `threads` threads.
 #[allow(clippy::too_many_arguments)]
 fn run_block(
+    isa: Isa,
     dst: &mut [f32],
     ldd: usize,
     c0: usize,
@@ -508,37 +568,62 @@ fn run_block(
                 for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
                     pack_rows(tile, a, i0 + ir * MR, p0, kc);
                 }
-                for j in jc * per_chunk..panels.min((jc + 1) * per_chunk) {
+                let (mut j, j_end) = (jc * per_chunk, panels.min((jc + 1) * per_chunk));
+                while j < j_end {
+                    // Panels `j..j + wide` go through one tile.
+                    let wide = match isa {
+                        Isa::Avx2 => 1,
+                        Isa::Avx512 => PANELS_512.min(j_end - j),
+                    };
                     let at = p0 * panels * NR + j * kc * NR;
-                    let bp = &bpack[at..at + kc * NR];
-                    let cols = NR.min(n - j * NR);
+                    let bp = &bpack[at..at + wide * kc * NR];
+                    let cols = (wide * NR).min(n - j * NR);
                     for (ir, ap) in apack.chunks(kc * MR).enumerate() {
                         let r0 = i0 + ir * MR;
                         // `c (+)= a b` over `depth` inner positions for this tile.
                         let tile = |depth: usize, a: &[f32], b: &[f32], add: bool| {
-                            // SAFETY: the CPU has AVX2 and FMA (the callers asserted it); `a`
-                            // and `b` hold `depth` packed groups; the tile's rows
-                            // `r0..r0 + min(MR, m - r0)` and columns `c0 + j * NR..+cols` lie
-                            // inside `dst` (asserted above), and no other task writes them.
+                            assert!(a.len() == depth * MR && b.len() == wide * depth * NR);
+                            let c = (out as *mut f32).wrapping_add(r0 * ldd + c0 + j * NR);
+                            let rows = MR.min(m - r0);
+                            // SAFETY: the CPU has the tile's instruction set (`isa` came from
+                            // `isa()`); `a` holds `depth` packed groups and `b` `wide` panels
+                            // of `depth` groups (asserted); the tile's rows `r0..r0 + rows`
+                            // and columns `c0 + j * NR..+cols` lie inside `dst` (asserted
+                            // above), and no other task writes them.
                             unsafe {
-                                kernel(
-                                    depth,
-                                    a.as_ptr(),
-                                    b.as_ptr(),
-                                    (out as *mut f32).add(r0 * ldd + c0 + j * NR),
-                                    ldd,
-                                    MR.min(m - r0),
-                                    cols,
-                                    add,
-                                );
+                                match (isa, wide) {
+                                    (Isa::Avx2, _) => kernel(
+                                        depth,
+                                        a.as_ptr(),
+                                        b.as_ptr(),
+                                        c,
+                                        ldd,
+                                        rows,
+                                        cols,
+                                        add,
+                                    ),
+                                    (Isa::Avx512, 1) => {
+                                        kernel_avx512::<1>(depth, a, b, c, ldd, rows, cols, add)
+                                    }
+                                    (Isa::Avx512, 2) => {
+                                        kernel_avx512::<2>(depth, a, b, c, ldd, rows, cols, add)
+                                    }
+                                    (Isa::Avx512, 3) => {
+                                        kernel_avx512::<3>(depth, a, b, c, ldd, rows, cols, add)
+                                    }
+                                    (Isa::Avx512, _) => {
+                                        kernel_avx512::<4>(depth, a, b, c, ldd, rows, cols, add)
+                                    }
+                                }
                             }
                         };
                         tile(kc, ap, bp, add);
                         if let Some(l) = low.filter(|_| last) {
-                            let vp = &l.packed[j * r * NR..(j + 1) * r * NR];
+                            let vp = &l.packed[j * r * NR..(j + wide) * r * NR];
                             tile(r, &upack[ir * r * MR..(ir + 1) * r * MR], vp, true);
                         }
                     }
+                    j += wide;
                 }
             }
         });
@@ -772,6 +857,87 @@ unsafe fn kernel(
     unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
 }
 
+/// The AVX-512 register tile: `c (+)= a b` over `kc` inner positions, for the packed rows
+/// `a` (`kc × MR`) and `P` consecutive packed panels `b` (`P × kc × NR`); `c` has row stride
+/// `ldc`, and only its first `rows` rows and `cols` columns are written.
+///
+/// # Safety
+/// The CPU has AVX-512F; rows `< rows` and columns `< cols` of `c` are valid for reads and
+/// writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512<const P: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    assert!(a.len() >= kc * MR && b.len() >= P * kc * NR && rows <= MR && cols <= P * NR);
+    for r in 0..rows {
+        for at in (0..cols).step_by(NR) {
+            // SAFETY: row `r < rows`, column `at < cols` of `c` are valid (the caller's
+            // contract); a prefetch does not fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + at).cast()) };
+        }
+    }
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); P]; MR];
+    for p in 0..kc {
+        // SAFETY: `p < kc`: group `p` of `a` (`MR` values) and row `p` of each of the `P`
+        // panels of `b` (`NR` values each) lie inside the slices (asserted above).
+        unsafe {
+            let w: [__m512; P] =
+                std::array::from_fn(|i| _mm512_loadu_ps(b.add(i * kc * NR + p * NR)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(p * MR + r));
+                for (acc, w) in acc.iter_mut().zip(&w) {
+                    *acc = _mm512_fmadd_ps(x, *w, *acc);
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        for (i, v) in acc.iter().enumerate() {
+            let lanes = cols.saturating_sub(i * NR).min(NR);
+            if lanes == 0 {
+                break;
+            }
+            let mask = (((1u32 << lanes) - 1) & 0xFFFF) as u16;
+            // SAFETY: row `r < rows`, columns `i * NR..i * NR + lanes` (`<= cols`) of `c`
+            // are valid; the masked lanes are neither read nor written.
+            unsafe {
+                let at = c.add(r * ldc + i * NR);
+                let mut v = *v;
+                if add {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at));
+                }
+                _mm512_mask_storeu_ps(at, mask, v);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512<const P: usize>(
+    _: usize,
+    _: &[f32],
+    _: &[f32],
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -791,17 +957,37 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The instruction sets this CPU runs tiles of.
+    fn isas() -> Vec<Isa> {
+        match isa() {
+            None => {
+                eprintln!("note: this CPU lacks AVX2 or FMA; the gemm crate runs instead");
+                vec![]
+            }
+            Some(Isa::Avx2) => {
+                eprintln!("note: this CPU lacks AVX-512; only the AVX2 tiles are checked");
+                vec![Isa::Avx2]
+            }
+            Some(Isa::Avx512) => vec![Isa::Avx2, Isa::Avx512],
+        }
+    }
+
     /// Every shape class (partial tiles in rows and columns, several inner blocks, one row
     /// block or many, transposed operands, accumulation, one thread or all) against a
-    /// scalar f64 product, and the same product with the right operand packed beforehand.
+    /// scalar f64 product, and the same product with the right operand packed beforehand,
+    /// with each instruction set's tiles.
     #[test]
     fn products_equal_a_scalar_reference() {
-        if !supported() {
-            eprintln!("note: this CPU has AVX-512 or lacks AVX2; the gemm crate runs instead");
-            return;
+        for isa in isas() {
+            products_equal_a_scalar_reference_on(isa);
         }
+    }
+
+    fn products_equal_a_scalar_reference_on(isa: Isa) {
         let shapes = [
             (16, 16, 8),
+            (13, 50, 64),
+            (31, 70, 112),
             (23, 41, 17),
             (96, 576, 192),
             (130, 1536, 576),
@@ -854,12 +1040,20 @@ pub(crate) mod tests {
                     vec![f32::NAN; m * n]
                 };
                 let mut packed_dst = dst.clone();
-                crate::kernels::in_pool(|| gemm(&mut dst, a, b, accumulate, parallel));
+                crate::kernels::in_pool(|| gemm_on(isa, &mut dst, a, b, accumulate, parallel));
                 // Packed once beforehand: the same sums in the same order.
                 let packed = PackedRhs::pack(b);
                 assert_eq!((packed.rows(), packed.cols()), (k, n));
                 crate::kernels::in_pool(|| {
-                    gemm_packed(&mut packed_dst, a, &packed, accumulate, parallel)
+                    gemm_packed_low_rank_on(
+                        isa,
+                        &mut packed_dst,
+                        a,
+                        &packed,
+                        None,
+                        accumulate,
+                        parallel,
+                    )
                 });
                 assert!(
                     packed_dst
@@ -881,7 +1075,8 @@ pub(crate) mod tests {
                         vec![f32::NAN; m * n]
                     };
                     crate::kernels::in_pool(|| {
-                        gemm_packed_low_rank(
+                        gemm_packed_low_rank_on(
+                            isa,
                             &mut low_dst,
                             a,
                             &packed,
@@ -914,7 +1109,7 @@ pub(crate) mod tests {
                         let got = dst[r * n + c] as f64;
                         assert!(
                             (got - want).abs() <= 1e-5 * (k as f64).sqrt() * (1.0 + want.abs()),
-                            "[{m}, {k}] @ [{k}, {n}] (layouts {layout_a}, {layout_b}, \
+                            "{isa:?}: [{m}, {k}] @ [{k}, {n}] (layouts {layout_a}, {layout_b}, \
                              {accumulate}) at ({r}, {c}): {got} vs {want}"
                         );
                     }

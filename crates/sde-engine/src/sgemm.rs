@@ -565,8 +565,13 @@ fn run_block(
                 let add = accumulate || p0 > 0;
                 let last = p0 + kc == k;
                 let apack = &mut apack[..tiles * kc * MR];
+                // The AVX-512 tiles read whole tiles of a row-major `a` where they lie.
+                let direct =
+                    |ir: usize| isa == Isa::Avx512 && a.col_stride == 1 && i0 + (ir + 1) * MR <= m;
                 for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
-                    pack_rows(tile, a, i0 + ir * MR, p0, kc);
+                    if !direct(ir) {
+                        pack_rows(tile, a, i0 + ir * MR, p0, kc);
+                    }
                 }
                 let (mut j, j_end) = (jc * per_chunk, panels.min((jc + 1) * per_chunk));
                 while j < j_end {
@@ -580,9 +585,19 @@ fn run_block(
                     let cols = (wide * NR).min(n - j * NR);
                     for (ir, ap) in apack.chunks(kc * MR).enumerate() {
                         let r0 = i0 + ir * MR;
+                        let rows_a = if direct(ir) {
+                            TileRows {
+                                data: &a.data[r0 * a.row_stride + p0..],
+                                row_stride: a.row_stride,
+                                step: 1,
+                            }
+                        } else {
+                            TileRows::packed(ap)
+                        };
                         // `c (+)= a b` over `depth` inner positions for this tile.
-                        let tile = |depth: usize, a: &[f32], b: &[f32], add: bool| {
-                            assert!(a.len() == depth * MR && b.len() == wide * depth * NR);
+                        let tile = |depth: usize, a: TileRows<'_>, b: &[f32], add: bool| {
+                            a.check(depth);
+                            assert!(b.len() == wide * depth * NR);
                             let c = (out as *mut f32).wrapping_add(r0 * ldd + c0 + j * NR);
                             let rows = MR.min(m - r0);
                             // SAFETY: the CPU has the tile's instruction set (`isa` came from
@@ -594,7 +609,7 @@ fn run_block(
                                 match (isa, wide) {
                                     (Isa::Avx2, _) => kernel(
                                         depth,
-                                        a.as_ptr(),
+                                        a.packed_ptr(),
                                         b.as_ptr(),
                                         c,
                                         ldd,
@@ -617,10 +632,11 @@ fn run_block(
                                 }
                             }
                         };
-                        tile(kc, ap, bp, add);
+                        tile(kc, rows_a, bp, add);
                         if let Some(l) = low.filter(|_| last) {
                             let vp = &l.packed[j * r * NR..(j + wide) * r * NR];
-                            tile(r, &upack[ir * r * MR..(ir + 1) * r * MR], vp, true);
+                            let up = TileRows::packed(&upack[ir * r * MR..(ir + 1) * r * MR]);
+                            tile(r, up, vp, true);
                         }
                     }
                     j += wide;
@@ -742,6 +758,43 @@ unsafe fn transpose_8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_s
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn transpose_8x8(_: *const f32, _: usize, _: *mut f32, _: usize) {
     unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
+}
+
+/// The [`MR`] rows of a register tile's left operand: element `(r, p)` (row `r`, inner
+/// position `p`) is `data[r * row_stride + p * step]`. Packed ([`pack_rows`]) or read in
+/// place from a row-major matrix.
+#[derive(Clone, Copy)]
+struct TileRows<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    step: usize,
+}
+
+impl<'a> TileRows<'a> {
+    /// Rows packed as groups of [`MR`] values per inner position.
+    fn packed(data: &'a [f32]) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            step: MR,
+        }
+    }
+
+    /// Asserts that all `MR` rows of `depth` inner positions lie inside `data`.
+    fn check(&self, depth: usize) {
+        assert!(
+            depth > 0 && (MR - 1) * self.row_stride + (depth - 1) * self.step < self.data.len()
+        );
+    }
+
+    /// The packed groups, for the AVX2 tile (which reads only packed rows).
+    fn packed_ptr(&self) -> *const f32 {
+        assert!(
+            self.row_stride == 1 && self.step == MR,
+            "sgemm: AVX2 tiles read packed rows"
+        );
+        self.data.as_ptr()
+    }
 }
 
 /// Packs inner positions `p0..p0 + kc` of rows `r0..r0 + MR` of `a` as `kc` groups of
@@ -869,7 +922,7 @@ unsafe fn kernel(
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_avx512<const P: usize>(
     kc: usize,
-    a: &[f32],
+    a: TileRows<'_>,
     b: &[f32],
     c: *mut f32,
     ldc: usize,
@@ -878,7 +931,8 @@ unsafe fn kernel_avx512<const P: usize>(
     add: bool,
 ) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= kc * MR && b.len() >= P * kc * NR && rows <= MR && cols <= P * NR);
+    a.check(kc);
+    assert!(b.len() >= P * kc * NR && rows <= MR && cols <= P * NR);
     for r in 0..rows {
         for at in (0..cols).step_by(NR) {
             // SAFETY: row `r < rows`, column `at < cols` of `c` are valid (the caller's
@@ -886,16 +940,20 @@ unsafe fn kernel_avx512<const P: usize>(
             unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + at).cast()) };
         }
     }
-    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let (rows_a, step, b) = (
+        std::array::from_fn::<_, MR, _>(|r| a.data[r * a.row_stride..].as_ptr()),
+        a.step,
+        b.as_ptr(),
+    );
     let mut acc = [[_mm512_setzero_ps(); P]; MR];
     for p in 0..kc {
-        // SAFETY: `p < kc`: group `p` of `a` (`MR` values) and row `p` of each of the `P`
-        // panels of `b` (`NR` values each) lie inside the slices (asserted above).
+        // SAFETY: `p < kc`: element `p` of each of the `MR` rows of `a` and row `p` of each of
+        // the `P` panels of `b` (`NR` values each) lie inside the slices (asserted above).
         unsafe {
             let w: [__m512; P] =
                 std::array::from_fn(|i| _mm512_loadu_ps(b.add(i * kc * NR + p * NR)));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a.add(p * MR + r));
+            for (row, acc) in rows_a.iter().zip(acc.iter_mut()) {
+                let x = _mm512_set1_ps(*row.add(p * step));
                 for (acc, w) in acc.iter_mut().zip(&w) {
                     *acc = _mm512_fmadd_ps(x, *w, *acc);
                 }
@@ -927,7 +985,7 @@ unsafe fn kernel_avx512<const P: usize>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_avx512<const P: usize>(
     _: usize,
-    _: &[f32],
+    _: TileRows<'_>,
     _: &[f32],
     _: *mut f32,
     _: usize,

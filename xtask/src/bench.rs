@@ -789,9 +789,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let sde_peak = sde_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
     let sde_own_matmul = sde_matmul
         .as_ref()
-        .and_then(|v| v.get("kernel"))
-        .and_then(|k| k.as_str())
-        == Some("sgemm");
+        .filter(|v| v.get("kernel").and_then(|k| k.as_str()) == Some("sgemm"))
+        .map(|v| {
+            v.get("sgemm_isa")
+                .and_then(|k| k.as_str())
+                .unwrap_or("AVX2")
+                .to_string()
+        });
     let peer_peak = peer_matmul.as_ref().and_then(|v| median_of(v, "gflops"));
 
     let mut raw = Vec::new();
@@ -937,8 +941,9 @@ struct Report<'a> {
     protocol: Protocol,
     table: &'a [(Workload, Vec<Row>)],
     sde_peak: Option<f64>,
-    /// Whether the engine's f32 products run in its own AVX2 kernel (`sgemm`) on this CPU.
-    sde_own_matmul: bool,
+    /// The instruction set of the engine's own f32 kernel (`sgemm`) where it runs on this
+    /// CPU (`AVX2`, `AVX-512`).
+    sde_own_matmul: Option<String>,
     peer_peak: Option<f64>,
     /// Measured FP32 FMA throughput (the widest FMA chains the CPU runs, on 2 threads).
     fma_peak: Option<f64>,
@@ -1050,10 +1055,10 @@ fn render(r: &Report<'_>) -> String {
             let _ = writeln!(
                 s,
                 "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend{}.",
-                if r.sde_own_matmul {
-                    "; the projections' f32 products in the engine's own AVX2 kernel (`sgemm`: this CPU has AVX2 and FMA but not AVX-512), frozen weights packed for it once"
-                } else {
-                    ""
+                match r.sde_own_matmul.as_deref() {
+                    Some("AVX2") => "; the projections' f32 products in the engine's own AVX2 kernel (`sgemm`: this CPU has AVX2 and FMA but not AVX-512), frozen weights packed for it once".to_string(),
+                    Some(isa) => format!("; the f32 products with the frozen weights in `x Wᵀ` (training's forward, all of inference) in the engine's own {isa} kernel (`sgemm`), the weights packed for it once; the others in the gemm crate's"),
+                    None => String::new(),
                 }
             );
         }
@@ -1106,10 +1111,9 @@ fn render(r: &Report<'_>) -> String {
     let _ = writeln!(
         s,
         "| engine matmul ({}), measured | {} |",
-        if r.sde_own_matmul {
-            "its AVX2 kernel, `sgemm`"
-        } else {
-            "candle"
+        match r.sde_own_matmul.as_deref() {
+            Some(isa) => format!("its {isa} kernel, `sgemm`, right operand packed beforehand"),
+            None => "candle".to_string(),
         },
         fmt_opt(r.sde_peak, 1)
     );

@@ -432,23 +432,19 @@ fn main() -> Result<()> {
             let n = 2048usize;
             let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
             let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-            // The product the engine runs: its own AVX2 kernel where the CPU takes it,
+            // The product the engine runs its projections in: its own kernel with the right
+            // operand packed beforehand (as frozen weights are) where the CPU takes it,
             // candle's (the gemm crate) elsewhere.
             let (av, bv) = (
                 a.flatten_all()?.to_vec1::<f32>()?,
                 b.flatten_all()?.to_vec1::<f32>()?,
             );
             let mut out = vec![0f32; n * n];
-            let own = sgemm::supported();
+            let packed =
+                sgemm::supported().then(|| sgemm::PackedRhs::pack(View::row_major(&bv, n, n)));
             let mut product = || -> anyhow::Result<()> {
-                if own {
-                    sgemm::gemm(
-                        &mut out,
-                        View::row_major(&av, n, n),
-                        View::row_major(&bv, n, n),
-                        false,
-                        true,
-                    );
+                if let Some(packed) = &packed {
+                    sgemm::gemm_packed(&mut out, View::row_major(&av, n, n), packed, false, true);
                 } else {
                     a.matmul(&b)?;
                 }
@@ -465,8 +461,9 @@ fn main() -> Result<()> {
                 }
                 gflops.push(2.0 * (n * n * n * calls) as f64 / start.elapsed().as_secs_f64() / 1e9);
             }
-            let kernel = if own { "sgemm" } else { "candle" };
-            json!({ "workload": "matmul", "m": n, "k": n, "n": n, "gflops": gflops, "kernel": kernel })
+            let kernel = if packed.is_some() { "sgemm" } else { "candle" };
+            let isa = sgemm::isa().map(sgemm::Isa::name);
+            json!({ "workload": "matmul", "m": n, "k": n, "n": n, "gflops": gflops, "kernel": kernel, "sgemm_isa": isa })
         }
         "fma" => {
             let threads = std::env::var("RAYON_NUM_THREADS")

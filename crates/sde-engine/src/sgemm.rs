@@ -99,7 +99,7 @@ impl View<'_> {
 
 /// The instruction sets the register tiles are written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
+pub enum Isa {
     /// AVX2 and FMA: one panel of [`NR`] columns per tile, in two 8-lane registers.
     Avx2,
     /// AVX-512F: up to [`PANELS_512`] panels per tile, one 16-lane register per panel and row.
@@ -107,7 +107,7 @@ pub(crate) enum Isa {
 }
 
 /// The widest instruction set of this CPU that a tile is written for, if any.
-pub(crate) fn isa() -> Option<Isa> {
+pub fn isa() -> Option<Isa> {
     static ISA: OnceLock<Option<Isa>> = OnceLock::new();
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -127,6 +127,16 @@ pub(crate) fn isa() -> Option<Isa> {
             None
         }
     })
+}
+
+impl Isa {
+    /// The instruction set's usual name (`AVX2`, `AVX-512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "AVX2",
+            Isa::Avx512 => "AVX-512",
+        }
+    }
 }
 
 /// Whether this CPU has AVX2 and FMA (and so runs [`gemm`], with AVX-512 where it has it).

@@ -206,6 +206,11 @@ impl Linear {
         self.bf16 = Default::default();
     }
 
+    /// Frees the packed f32 copies ([`Linear::f32_packed`]); they are made again on use.
+    pub(crate) fn drop_f32_packed(&mut self) {
+        self.f32 = Default::default();
+    }
+
     /// Attaches a fresh adapter: A Kaiming-uniform with a = √5 (bound 1/√in), B zero.
     pub(crate) fn add_lora(
         &mut self,

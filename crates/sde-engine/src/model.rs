@@ -689,7 +689,8 @@ impl Llama {
     /// with AVX512-BF16: training's forward and input-gradient products, and inference
     /// products of more than 16 rows (scoring, prompts). Twice the arithmetic rate of f32;
     /// the weights are rounded to bf16 and packed on first use (two copies of 2 bytes a
-    /// weight; turning it off frees them). Attention, LoRA factors, norms and the output
+    /// weight; turning it off frees them, and turning it on frees the f32 packed copies until
+    /// an f32 product packs them again). Attention, LoRA factors, norms and the output
     /// head stay f32, as do decode steps. Off by default; `docs/performance.md` measures
     /// what it changes.
     pub fn set_bf16_matmuls(&mut self, on: bool) -> Result<()> {
@@ -698,10 +699,15 @@ impl Llama {
                 "bf16 matmuls need the CPU device on a CPU with AVX512-BF16",
             ));
         }
-        if !on {
-            for layer in &mut self.layers {
-                for t in LoraTarget::ALL {
-                    layer.linear_mut(t).drop_bf16();
+        // Each precision's packed copies of the weights go when the other takes over (f32
+        // inference makes its own again on first use).
+        for layer in &mut self.layers {
+            for t in LoraTarget::ALL {
+                let lin = layer.linear_mut(t);
+                if on {
+                    lin.drop_f32_packed();
+                } else {
+                    lin.drop_bf16();
                 }
             }
         }

@@ -611,8 +611,8 @@ fn run_block(
                             let c = (out as *mut f32).wrapping_add(r0 * ldd + c0 + j * NR);
                             let rows = MR.min(m - r0);
                             // SAFETY: the CPU has the tile's instruction set (`isa` came from
-                            // `isa()`); `a` holds `depth` packed groups and `b` `wide` panels
-                            // of `depth` groups (asserted); the tile's rows `r0..r0 + rows`
+                            // `isa()`); `a` holds its `MR` rows of `depth` positions and `b`
+                            // `wide` panels of `depth` groups (asserted); rows `r0..r0 + rows`
                             // and columns `c0 + j * NR..+cols` lie inside `dst` (asserted
                             // above), and no other task writes them.
                             unsafe {
@@ -920,8 +920,8 @@ unsafe fn kernel(
     unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
 }
 
-/// The AVX-512 register tile: `c (+)= a b` over `kc` inner positions, for the packed rows
-/// `a` (`kc × MR`) and `P` consecutive packed panels `b` (`P × kc × NR`); `c` has row stride
+/// The AVX-512 register tile: `c (+)= a b` over `kc` inner positions, for the tile's [`MR`]
+/// rows `a` and `P` consecutive packed panels `b` (`P × kc × NR`); `c` has row stride
 /// `ldc`, and only its first `rows` rows and `cols` columns are written.
 ///
 /// # Safety

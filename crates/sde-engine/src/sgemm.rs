@@ -2,7 +2,8 @@
 //!
 //! The gemm crate's AVX2 path ran the engine's shapes (576 to 1536 wide, hundreds to
 //! thousands of rows) at about half of the FMA rate of a Zen 3 core. This is the classic
-//! blocked product: both operands packed per block, a register tile of [`MR`] rows (six
+//! blocked product: both operands packed per block (except that the AVX-512 tile reads whole
+//! tiles of a row-major left operand in place, six row pointers), a register tile of [`MR`] rows (six
 //! broadcasts per step of the inner dimension) by one panel of [`NR`] columns (two 8-lane
 //! registers) with AVX2 or up to [`PANELS_512`] panels (one 16-lane register each) with
 //! AVX-512, the inner dimension taken whole up to [`KC_MAX`] so that each output tile is
@@ -606,20 +607,23 @@ fn run_block(
                         };
                         // `c (+)= a b` over `depth` inner positions for this tile.
                         let tile = |depth: usize, a: TileRows<'_>, b: &[f32], add: bool| {
-                            a.check(depth);
                             assert!(b.len() == wide * depth * NR);
                             let c = (out as *mut f32).wrapping_add(r0 * ldd + c0 + j * NR);
                             let rows = MR.min(m - r0);
                             // SAFETY: the CPU has the tile's instruction set (`isa` came from
-                            // `isa()`); `a` holds its `MR` rows of `depth` positions and `b`
-                            // `wide` panels of `depth` groups (asserted); rows `r0..r0 + rows`
+                            // `isa()`); `a` holds its `MR` rows of `depth` positions (asserted
+                            // here for the AVX2 tile, by `kernel_avx512` itself for its own) and
+                            // `b` `wide` panels of `depth` groups (asserted); rows `r0..r0 + rows`
                             // and columns `c0 + j * NR..+cols` lie inside `dst` (asserted
                             // above), and no other task writes them.
                             unsafe {
                                 match (isa, wide) {
                                     (Isa::Avx2, _) => kernel(
                                         depth,
-                                        a.packed_ptr(),
+                                        {
+                                            a.check(depth);
+                                            a.packed_ptr()
+                                        },
                                         b.as_ptr(),
                                         c,
                                         ldd,

@@ -176,14 +176,10 @@ impl Linear {
 
     /// The weight packed in f32 as the right operand of `x W^T` (`forward`) or of `dy W`,
     /// made on first use; `None` where the engine's product does not run
-    /// ([`crate::sgemm::supported`]), and for `dy W` on AVX-512 CPUs: there the gemm crate
-    /// reads the weight of `dy W` with little packing, and a training step with only the
-    /// forward copy ran faster than with both (and holds one copy of the weights less).
+    /// ([`crate::sgemm::supported`]). Inference makes only the forward copy; training makes
+    /// both (one more copy of the weights, for a faster backward).
     pub(crate) fn f32_packed(&self, forward: bool) -> Result<Option<&PackedRhs>> {
         if !crate::sgemm::supported() || !crate::kernels::fused_ok(&self.weight) {
-            return Ok(None);
-        }
-        if !forward && crate::sgemm::isa() == Some(crate::sgemm::Isa::Avx512) {
             return Ok(None);
         }
         let slot = &self.f32[usize::from(!forward)];

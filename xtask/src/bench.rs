@@ -471,13 +471,36 @@ fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
 /// Timed reps of the matmul, FMA and bf16 peak measures (one process each).
 const PEAK_REPS: usize = 3;
 
-/// Runs a worker `runs` times, each in a fresh process, and merges the results with
-/// [`merge_runs`].
-fn run_repeated(cmd: impl Fn() -> Command, runs: usize, what: &str) -> Result<Value> {
-    let results = (0..runs.max(1))
-        .map(|i| run_json(cmd(), &format!("{what} (run {} of {runs})", i + 1)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(merge_runs(results))
+/// One variant of one side of a workload: its worker arguments and the results of its runs
+/// so far (each in a fresh process); after an error it runs no more.
+struct Job {
+    engine: bool,
+    side: &'static str,
+    variant: &'static str,
+    label: &'static str,
+    args: Vec<String>,
+    results: Vec<Value>,
+    error: Option<anyhow::Error>,
+}
+
+impl Job {
+    fn new(
+        engine: bool,
+        side: &'static str,
+        variant: &'static str,
+        label: &'static str,
+        args: Vec<String>,
+    ) -> Self {
+        Self {
+            engine,
+            side,
+            variant,
+            label,
+            args,
+            results: Vec::new(),
+            error: None,
+        }
+    }
 }
 
 /// One result object for several runs of the same worker: `rep_seconds` of every run in one
@@ -802,85 +825,99 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut table: Vec<(Workload, Vec<Row>)> = Vec::new();
     for w in &workloads {
         let (engine_variants, peer_variants) = w.sides();
-        let mut rows = Vec::new();
+        // Every variant of both sides, run in turn once per run: a drift of the machine's
+        // speed over the minutes a workload takes then reaches both sides alike.
+        let mut jobs: Vec<Job> = Vec::new();
         for (i, (variant, label)) in engine_variants.into_iter().enumerate() {
             if !bf16_cpu && variant.ends_with("-bf16") {
                 continue;
             }
-            let mut sde_args = w.args(variant);
-            sde_args.extend(protocol.flags(w));
-            sde_args.extend(["--gguf".into(), gguf_arg.clone()]);
-            pb.set_message(format!("{}: engine {variant}", w.id()));
-            let side = engine_side(i, variant);
-            match run_repeated(
-                || sde_cmd(&sde_args),
-                protocol.runs,
-                &format!("engine {variant} {}", w.id()),
-            ) {
-                Ok(v) => {
-                    if let Some((tok_s, min, max)) = rates(&v) {
-                        rows.push(Row {
-                            side,
-                            engine: true,
-                            tool: label.into(),
-                            tok_s,
-                            min,
-                            max,
-                            gflops: tok_s * flops_per_token(w, "sde") / 1e9,
-                            rss: v["peak_rss_mib"].as_f64(),
-                            agreement: v["agreement_with_f32"].as_f64(),
-                            quantized_layers: quantized_layers(&v),
-                            bf16_vs_f32: bf16_vs_f32(&v),
-                        });
-                    }
-                    raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "result": v}));
+            let mut args = w.args(variant);
+            args.extend(protocol.flags(w));
+            args.extend(["--gguf".into(), gguf_arg.clone()]);
+            jobs.push(Job::new(
+                true,
+                engine_side(i, variant),
+                variant,
+                label,
+                args,
+            ));
+        }
+        if python.is_some() {
+            for (variant, label) in peer_variants {
+                if !bf16_cpu && variant.ends_with("-bf16") {
+                    continue;
                 }
-                Err(e) => {
-                    report_err(&e);
-                    raw.push(json!({"side": "sde", "variant": variant, "id": w.id(), "error": crate::error_text(&e)}));
+                let mut args = w.args(variant);
+                args.extend(protocol.flags(w));
+                args.extend(["--gguf".into(), gguf_arg.clone()]);
+                jobs.push(Job::new(false, variant, variant, label, args));
+            }
+        }
+        for run in 0..protocol.runs {
+            for job in jobs.iter_mut().filter(|j| j.error.is_none()) {
+                let who = if job.engine { "engine" } else { "peer" };
+                pb.set_message(format!(
+                    "{}: {who} {} (run {} of {})",
+                    w.id(),
+                    job.variant,
+                    run + 1,
+                    protocol.runs
+                ));
+                let cmd = match (&python, job.engine) {
+                    (_, true) => sde_cmd(&job.args),
+                    (Some(py), false) => peer_cmd(py, &job.args),
+                    (None, false) => unreachable!("peer jobs exist only with a peer"),
+                };
+                let what = format!(
+                    "{who} {} {} (run {} of {})",
+                    job.variant,
+                    w.id(),
+                    run + 1,
+                    protocol.runs
+                );
+                match run_json(cmd, &what) {
+                    Ok(v) => job.results.push(v),
+                    Err(e) => {
+                        report_err(&e);
+                        job.error = Some(e);
+                    }
                 }
             }
         }
-        for (variant, label) in peer_variants {
-            let Some(py) = &python else { continue };
-            if !bf16_cpu && variant.ends_with("-bf16") {
+        let mut rows = Vec::new();
+        for job in jobs {
+            let side_name = if job.engine { "sde" } else { "peer" };
+            if let Some(e) = &job.error {
+                raw.push(json!({"side": side_name, "variant": job.variant, "id": w.id(), "error": crate::error_text(e)}));
                 continue;
             }
-            let mut peer_args = w.args(variant);
-            peer_args.extend(protocol.flags(w));
-            peer_args.extend(["--gguf".into(), gguf_arg.clone()]);
-            pb.set_message(format!("{}: peer {variant}", w.id()));
-            match run_repeated(
-                || peer_cmd(py, &peer_args),
-                protocol.runs,
-                &format!("peer {variant} {}", w.id()),
-            ) {
-                Ok(v) => {
-                    if let Some((tok_s, min, max)) = rates(&v) {
-                        rows.push(Row {
-                            side: variant,
-                            engine: false,
-                            tool: label.into(),
-                            tok_s,
-                            min,
-                            max,
-                            gflops: tok_s * flops_per_token(w, variant.trim_end_matches("-bf16"))
-                                / 1e9,
-                            rss: v["peak_rss_mib"].as_f64(),
-                            agreement: v["agreement_with_f32"].as_f64(),
-                            quantized_layers: Vec::new(),
-                            bf16_vs_f32: bf16_vs_f32(&v),
-                        });
-                    }
-                    raw.push(
-                        json!({"side": "peer", "variant": variant, "id": w.id(), "result": v}),
-                    );
-                }
-                Err(e) => {
-                    report_err(&e);
-                    raw.push(json!({"side": "peer", "variant": variant, "id": w.id(), "error": crate::error_text(&e)}));
-                }
+            let v = merge_runs(job.results);
+            if let Some((tok_s, min, max)) = rates(&v) {
+                let flops_variant = if job.engine {
+                    "sde"
+                } else {
+                    job.variant.trim_end_matches("-bf16")
+                };
+                rows.push(Row {
+                    side: job.side,
+                    engine: job.engine,
+                    tool: job.label.into(),
+                    tok_s,
+                    min,
+                    max,
+                    gflops: tok_s * flops_per_token(w, flops_variant) / 1e9,
+                    rss: v["peak_rss_mib"].as_f64(),
+                    agreement: v["agreement_with_f32"].as_f64(),
+                    quantized_layers: if job.engine {
+                        quantized_layers(&v)
+                    } else {
+                        Vec::new()
+                    },
+                    bf16_vs_f32: bf16_vs_f32(&v),
+                });
             }
+            raw.push(json!({"side": side_name, "variant": job.variant, "id": w.id(), "result": v}));
         }
         table.push((*w, rows));
         pb.inc((w.sides().0.len() + peer_runs(w)) as u64);
@@ -1092,7 +1129,7 @@ fn render(r: &Report<'_>) -> String {
     }
     let _ = writeln!(
         s,
-        "- Protocol: each workload and variant runs in {} fresh process(es) of {} timed rep(s) on each side (speed varies more between processes than between reps of one process); tokens/s is the median over all of them, min and max included; {}; peak RSS is the highest VmHWM of the runs during the timed part (reset after the model loaded).",
+        "- Protocol: each workload and variant runs in {} fresh process(es) of {} timed rep(s) on each side, the variants of both sides taking turns run by run (speed varies more between processes than between reps of one process, and drifts over minutes); tokens/s is the median over all of them, min and max included; {}; peak RSS is the highest VmHWM of the runs during the timed part (reset after the model loaded).",
         r.protocol.runs,
         r.protocol.reps,
         if r.protocol.quick {

@@ -3,8 +3,8 @@
 //! The gemm crate's AVX2 path ran the engine's shapes (576 to 1536 wide, hundreds to
 //! thousands of rows) at about half of the FMA rate of a Zen 3 core. This is the classic
 //! blocked product: both operands packed per block (except that the AVX-512 tile reads whole
-//! tiles of a row-major left operand in place, six row pointers), a register tile of [`MR`] rows (six
-//! broadcasts per step of the inner dimension) by one panel of [`NR`] columns (two 8-lane
+//! tiles of a row-major left operand in place, six row pointers), a register tile of [`MR`]
+//! rows (six broadcasts per step of the inner dimension) by one panel of [`NR`] columns (two 8-lane
 //! registers) with AVX2 or up to [`PANELS_512`] panels (one 16-lane register each) with
 //! AVX-512, the inner dimension taken whole up to [`KC_MAX`] so that each output tile is
 //! written once, and the output tile prefetched before its sums start.

@@ -827,31 +827,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (engine_variants, peer_variants) = w.sides();
         // Every variant of both sides, run in turn once per run: a drift of the machine's
         // speed over the minutes a workload takes then reaches both sides alike.
-        let mut jobs: Vec<Job> = Vec::new();
-        for (i, (variant, label)) in engine_variants.into_iter().enumerate() {
-            if !bf16_cpu && variant.ends_with("-bf16") {
-                continue;
-            }
+        let runs_here = |variant: &str| bf16_cpu || !variant.ends_with("-bf16");
+        let worker_args = |variant: &str| {
             let mut args = w.args(variant);
             args.extend(protocol.flags(w));
             args.extend(["--gguf".into(), gguf_arg.clone()]);
-            jobs.push(Job::new(
-                true,
-                engine_side(i, variant),
-                variant,
-                label,
-                args,
-            ));
+            args
+        };
+        let mut jobs: Vec<Job> = Vec::new();
+        for (i, (variant, label)) in engine_variants.into_iter().enumerate() {
+            if runs_here(variant) {
+                let args = worker_args(variant);
+                jobs.push(Job::new(
+                    true,
+                    engine_side(i, variant),
+                    variant,
+                    label,
+                    args,
+                ));
+            }
         }
         if python.is_some() {
-            for (variant, label) in peer_variants {
-                if !bf16_cpu && variant.ends_with("-bf16") {
-                    continue;
-                }
-                let mut args = w.args(variant);
-                args.extend(protocol.flags(w));
-                args.extend(["--gguf".into(), gguf_arg.clone()]);
-                jobs.push(Job::new(false, variant, variant, label, args));
+            for (variant, label) in peer_variants.into_iter().filter(|(v, _)| runs_here(v)) {
+                jobs.push(Job::new(
+                    false,
+                    variant,
+                    variant,
+                    label,
+                    worker_args(variant),
+                ));
             }
         }
         for run in 0..protocol.runs {

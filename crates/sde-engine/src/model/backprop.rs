@@ -549,11 +549,16 @@ impl Llama {
     }
 
     /// The packed copy of a frozen weight that the forward product reads, if any: bf16 when
-    /// asked for, else f32 where the engine's AVX2 product runs.
+    /// asked for, else f32 where the engine's own product runs. The backward's copy is made
+    /// here too, next to the forward's: made during the first backward, while that step's
+    /// activations were being freed, the copies took their place and the second step faulted
+    /// in about 420 MiB of fresh pages for its own (b4x128).
     fn packed<'a>(&self, lin: &'a Linear) -> Result<Option<Packed<'a>>> {
         Ok(if self.bf16 {
+            lin.bf16_packed(false)?;
             Some(Packed::Bf16(lin.bf16_packed(true)?))
         } else {
+            lin.f32_packed(false)?;
             lin.f32_packed(true)?.map(Packed::F32)
         })
     }

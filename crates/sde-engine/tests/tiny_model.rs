@@ -9,8 +9,11 @@ use sde_engine::{
     load_gguf, load_hf_dir, load_hub, score, sequence_logprobs, sequence_logprobs_with,
 };
 
+/// The final hidden states of `input`, on the model's device (the loaders put a model on the
+/// engine's default device, a GPU under the `cuda` feature).
 fn hidden(m: &Llama, input: &[u32]) -> Tensor {
-    m.forward_hidden(&ids(input), None, None, false).unwrap()
+    let input = ids(input).to_device(m.device()).unwrap();
+    m.forward_hidden(&input, None, None, false).unwrap()
 }
 
 fn lora_cfg(seed: u64) -> LoraConfig {
@@ -369,7 +372,8 @@ fn qwen2_variant_with_qkv_bias_and_untied_head_round_trips() {
     cfg.model_type = "qwen2".into();
     cfg.attention_bias = true;
     cfg.tie_word_embeddings = false;
-    let m = Llama::random(cfg.clone(), 11, &Device::Cpu).unwrap();
+    // On the loaders' device, so that the reloaded model computes in the same order.
+    let m = Llama::random(cfg.clone(), 11, &sde_engine::default_device().unwrap()).unwrap();
     assert!(
         m.named_tensors()
             .iter()

@@ -215,6 +215,10 @@ pub fn write_gguf(model: &Llama, path: &Path) {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
+    let (a, b) = (
+        a.to_device(&Device::Cpu).unwrap(),
+        b.to_device(&Device::Cpu).unwrap(),
+    );
     (a - b)
         .unwrap()
         .abs()

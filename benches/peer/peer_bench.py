@@ -18,6 +18,9 @@ optimizer state.
 
 `--shared N` makes every row start with the same N ids (the engine runs such a prefix once;
 transformers runs every row in full).
+
+`--device cuda` runs the workload on CUDA device 0 (autocast then on CUDA too); its report adds
+the GPU's peak allocated memory.
 """
 
 import argparse
@@ -50,13 +53,26 @@ def reset_peak_rss():
         pass
 
 
+DEVICE = torch.device("cpu")
+
+
 def load(gguf):
     from transformers import AutoModelForCausalLM
 
     directory, name = os.path.split(os.path.abspath(gguf))
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         directory, gguf_file=name, dtype=torch.float32, attn_implementation="sdpa"
     )
+    return model.to(DEVICE)
+
+
+def autocast(enabled):
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def synchronize():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def random_ids(batch, seq, vocab, seed, shared=0):
@@ -64,7 +80,7 @@ def random_ids(batch, seq, vocab, seed, shared=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(100, vocab, (batch, seq), generator=g)
     ids[:, :shared] = ids[0, :shared]
-    return ids
+    return ids.to(DEVICE)
 
 
 def time_reps(reps, steps, warmup, fn):
@@ -72,9 +88,11 @@ def time_reps(reps, steps, warmup, fn):
         fn()
     out = []
     for _ in range(reps):
+        synchronize()
         start = time.perf_counter()
         for _ in range(steps):
             fn()
+        synchronize()
         out.append(time.perf_counter() - start)
     return out
 
@@ -99,7 +117,7 @@ def train(args, keep):
     losses = []
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with autocast(args.bf16):
             loss = train_loss()
         loss.backward()
         optimizer.step()
@@ -118,7 +136,7 @@ def train(args, keep):
         return loss
 
     def grads(bf16):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(bf16):
             loss = train_loss()
         loss.backward()
         out = [p.grad.detach().double().clone() for p in model.parameters() if p.requires_grad]
@@ -214,7 +232,7 @@ def score(args, keep):
 
     def sums(bf16):
         """Each row's summed log-likelihood of its scored tokens."""
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.inference_mode(), autocast(bf16):
             if keep:
                 logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=NEW_TOKENS + 1).logits
                 logits = logits[:, :-1, :]
@@ -285,7 +303,10 @@ def main():
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--shared", type=int, default=0, help="leading ids every row shares")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(THREADS)
     if args.workload != "matmul" and not args.gguf:
         parser.error("--gguf is required")
@@ -305,6 +326,10 @@ def main():
         p: md.version(p) for p in ("torch", "transformers", "peft", "gguf")
     }
     report["threads"] = torch.get_num_threads()
+    report["device"] = args.device
+    if DEVICE.type == "cuda":
+        report["device_name"] = torch.cuda.get_device_name(0)
+        report["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(report))
 
 

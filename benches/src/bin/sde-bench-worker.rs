@@ -22,7 +22,8 @@
 //! the engine runs once per batch. Without `--gguf` the model has SmolLM2-135M shapes and
 //! random weights. `steps` is the
 //! number of train steps, generations or scoring passes in one timed rep. The peak RSS is
-//! VmHWM of `/proc/self/status`, reset after the model is loaded.
+//! VmHWM of `/proc/self/status`, reset after the model is loaded. Built with the `cuda`
+//! feature, the model runs on CUDA device 0 (the report's `device` says where it ran).
 
 use std::time::Instant;
 
@@ -324,7 +325,7 @@ fn main() -> Result<()> {
     unsafe { sde_engine::apply_cpu_env_defaults() };
     let args = parse_args()?;
     let started = Instant::now();
-    let report = match args.workload.as_str() {
+    let mut report = match args.workload.as_str() {
         "train" | "train-bf16" => {
             let mut model = load(&args)?;
             model.add_lora(&bench_lora())?;
@@ -478,6 +479,12 @@ fn main() -> Result<()> {
             "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul or fma)"
         ),
     };
+    let on = if sde_engine::default_device()?.is_cuda() {
+        "cuda"
+    } else {
+        "cpu"
+    };
+    report["device"] = json!(on);
     println!("{report}");
     Ok(())
 }

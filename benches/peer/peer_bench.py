@@ -189,13 +189,13 @@ def decode(args):
     mask = torch.ones_like(ids)
     produced = [0]
 
-    def gen():
+    def generate(new_tokens):
         with torch.inference_mode():
-            out = model.generate(
+            return model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
                 do_sample=False,
                 temperature=None,
                 top_p=None,
@@ -203,11 +203,16 @@ def decode(args):
                 repetition_penalty=1.0,
                 pad_token_id=model.config.eos_token_id or 0,
             )
+
+    def gen():
+        out = generate(NEW_TOKENS)
         produced[0] = (out.shape[1] - PROMPT_TOKENS) * args.batch
 
     steps = args.steps or 3
     reset_peak_rss()
     times = time_reps(args.reps, steps, 1 if args.warmup is None else args.warmup, gen)
+    # After the timed part: generations of one new token (the prompt pass).
+    prompt_seconds = time_reps(args.reps, 1, 0, lambda: generate(1))
     return {
         "workload": "decode",
         "batch": args.batch,
@@ -216,6 +221,7 @@ def decode(args):
         "rep_seconds": times,
         "tokens_per_rep": steps * produced[0],
         "steps_per_rep": steps,
+        "prompt_seconds": prompt_seconds,
         "load_seconds": load_s,
         "peak_rss_mib": peak_rss_mib(),
     }

@@ -503,9 +503,9 @@ impl Job {
     }
 }
 
-/// One result object for several runs of the same worker: `rep_seconds` of every run in one
-/// list (per run in `run_rep_seconds`), the highest `peak_rss_mib`, and the rest (fidelity
-/// checks, which are deterministic) from the first run.
+/// One result object for several runs of the same worker: `rep_seconds` (and generation's
+/// `prompt_seconds`) of every run in one list (per run in `run_rep_seconds`), the highest
+/// `peak_rss_mib`, and the rest (fidelity checks, which are deterministic) from the first run.
 fn merge_runs(results: Vec<Value>) -> Value {
     let mut iter = results.into_iter();
     let Some(mut merged) = iter.next() else {
@@ -513,11 +513,13 @@ fn merge_runs(results: Vec<Value>) -> Value {
     };
     let mut per_run = vec![merged["rep_seconds"].clone()];
     for r in iter {
-        if let (Some(all), Some(more)) = (
-            merged.get_mut("rep_seconds").and_then(Value::as_array_mut),
-            r["rep_seconds"].as_array(),
-        ) {
-            all.extend(more.iter().cloned());
+        for key in ["rep_seconds", "prompt_seconds"] {
+            if let (Some(all), Some(more)) = (
+                merged.get_mut(key).and_then(Value::as_array_mut),
+                r[key].as_array(),
+            ) {
+                all.extend(more.iter().cloned());
+            }
         }
         if let Some(rss) = r["peak_rss_mib"].as_f64()
             && merged["peak_rss_mib"].as_f64().is_none_or(|m| rss > m)
@@ -664,6 +666,17 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
 }
 
+/// New tokens/s of a generation result's decode steps alone: each generation of
+/// `NEW_TOKENS` (at `tok_s`) less the median generation of one new token (the prompt pass,
+/// which yields the first), over the other `NEW_TOKENS - 1` tokens.
+fn decode_steps_rate(v: &Value, tok_s: f64) -> Option<f64> {
+    let prompt = median_of(v, "prompt_seconds")?;
+    let per_generation = v["tokens_per_rep"].as_f64()? / v["steps_per_rep"].as_f64()?;
+    let steps_time = per_generation / tok_s - prompt;
+    let steps_tokens = per_generation * (NEW_TOKENS - 1) as f64 / NEW_TOKENS as f64;
+    (steps_time > 0.0).then(|| steps_tokens / steps_time)
+}
+
 /// The formats a decode worker reports for the layers' quantized weights.
 fn quantized_layers(v: &Value) -> Vec<String> {
     v["quantized_layers"]
@@ -674,6 +687,34 @@ fn quantized_layers(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Bytes a weight format stores per weight: f32, or GGML blocks of 32 (Q8_0: 32 bytes and an
+/// f16 scale; Q4_1: 16 bytes of nibbles, an f16 scale and an f16 minimum).
+fn bytes_per_weight(format: &str) -> Option<f64> {
+    match format {
+        "F32" => Some(4.0),
+        "Q8_0" => Some(34.0 / 32.0),
+        "Q4_1" => Some(20.0 / 32.0),
+        _ => None,
+    }
+}
+
+/// The weight bytes one decode step reads for a generation row (both sides): every layer
+/// weight and the output head once. `None` where the row's layer formats are unknown.
+fn decode_step_bytes(row: &Row) -> Option<f64> {
+    let quantized = row.side.starts_with("decode-q8");
+    let layers = match row.quantized_layers.as_slice() {
+        [] if !quantized => 4.0,
+        [one] if quantized => bytes_per_weight(one)?,
+        _ => return None,
+    };
+    let head = if matches!(row.side, "decode-q8-all" | "decode-q8-prompts") {
+        bytes_per_weight("Q8_0")?
+    } else {
+        4.0
+    };
+    Some(N_BODY * layers + N_HEAD * head)
 }
 
 /// One measured row of the report.
@@ -696,6 +737,8 @@ struct Row {
     /// bf16 rows (both sides): how far the bf16 pass is from the f32 one on the same input
     /// and weights (the workers' `bf16_vs_f32`).
     bf16_vs_f32: Option<Value>,
+    /// Generation rows: new tokens/s of the decode steps alone, without the prompt pass.
+    steps_tok_s: Option<f64>,
 }
 
 impl Row {
@@ -919,6 +962,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         Vec::new()
                     },
                     bf16_vs_f32: bf16_vs_f32(&v),
+                    steps_tok_s: decode_steps_rate(&v, tok_s),
                 });
             }
             raw.push(json!({"side": side_name, "variant": job.variant, "id": w.id(), "result": v}));
@@ -935,6 +979,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let fma_peak = [&fma, &fma_end]
         .into_iter()
         .filter_map(|v| v.as_ref().and_then(|v| max_of(v, "gflops")))
+        .reduce(f64::max);
+    let read_bandwidth = [&fma, &fma_end]
+        .into_iter()
+        .filter_map(|v| v.as_ref().and_then(|v| max_of(v, "read_gbs")))
         .reduce(f64::max);
     pb.finish_and_clear();
     let load_end = load_average();
@@ -966,6 +1014,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         fma_peak,
         fma_isa,
         bf16_peak,
+        read_bandwidth,
         load: (load_start, load_end),
         others,
         started,
@@ -993,12 +1042,69 @@ struct Report<'a> {
     /// Measured bf16 dot-product throughput (`vdpbf16ps` chains on 2 threads), where the CPU
     /// has AVX512-BF16.
     bf16_peak: Option<f64>,
+    /// Measured memory read bandwidth in GB/s (2 threads summing a 512 MiB buffer).
+    read_bandwidth: Option<f64>,
     load: (Option<f64>, Option<f64>),
     /// Share of the CPUs other processes used during the run.
     others: Option<f64>,
     started: std::time::SystemTime,
     peer_versions: Option<Value>,
     gguf: &'a Path,
+}
+
+/// The section on generation at batch 1 against the measured memory read bandwidth.
+fn render_bandwidth(s: &mut String, r: &Report<'_>) {
+    let Some(bw) = r.read_bandwidth else { return };
+    let Some((w, rows)) = r.table.iter().find(|(w, _)| {
+        matches!(
+            w,
+            Workload::Decode {
+                batch: 1,
+                shared: 0
+            }
+        )
+    }) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\n## Generation at batch 1 and memory bandwidth\n\nA decode step at batch 1 reads every weight once, so memory, not FLOPs, bounds it (the KV cache, at most 7.4 MB at these lengths, is left out). The ceiling is the measured read bandwidth ({bw:.1} GB/s: 2 threads summing a 512 MiB buffer, the highest rep before and after the workloads) over the weight bytes a step reads. The rows of `{}` above also count each generation's 128-token prompt pass; \"decode steps\" leaves it out (each generation less the median generation of one new token, over the other 31 tokens).\n\n| tool | weights read per new token (MB) | ceiling (new tokens/s) | whole generation | decode steps | decode steps, % of ceiling |\n|---|---|---|---|---|---|",
+        w.id()
+    );
+    let mut f32_ceiling = None;
+    for row in rows {
+        let Some(bytes) = decode_step_bytes(row) else {
+            continue;
+        };
+        let ceiling = bw * 1e9 / bytes;
+        if row.side == "sde" {
+            f32_ceiling = Some(ceiling);
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {ceiling:.1} | {:.1} | {} | {} |",
+            row.tool,
+            bytes / 1e6,
+            row.tok_s,
+            fmt_opt(row.steps_tok_s, 1),
+            row.steps_tok_s
+                .map_or("–".into(), |x| format!("{:.0}%", 100.0 * x / ceiling))
+        );
+    }
+    let peer = rows.iter().find(|row| row.side == "decode");
+    if let Some((peer, ceiling)) = peer.zip(f32_ceiling) {
+        let goal = 4.0 * peer.tok_s;
+        let _ = writeln!(
+            s,
+            "\nFour times HF generate() in f32 is {goal:.1} new tokens/s: {} the f32 ceiling of {ceiling:.1}{}.",
+            if goal > ceiling { "above" } else { "within" },
+            if goal > ceiling {
+                ", out of reach of any f32 decoder on this machine"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 /// `YYYY-MM-DD HH:MM` of a Unix time (civil-from-days, proleptic Gregorian).
@@ -1242,6 +1348,8 @@ fn render(r: &Report<'_>) -> String {
             );
         }
     }
+
+    render_bandwidth(&mut s, r);
 
     let fidelity: Vec<String> = r
         .table
@@ -1492,6 +1600,63 @@ mod tests {
                 assert!(keys.contains(&"sde-bf16"));
             }
         }
+    }
+
+    #[test]
+    fn decode_steps_read_every_weight_once_in_its_format() {
+        let row = |side: &'static str, formats: &[&str]| Row {
+            side,
+            engine: side != "decode",
+            tool: String::new(),
+            tok_s: 1.0,
+            min: 1.0,
+            max: 1.0,
+            gflops: 1.0,
+            rss: None,
+            agreement: None,
+            quantized_layers: formats.iter().map(|f| f.to_string()).collect(),
+            bf16_vs_f32: None,
+            steps_tok_s: None,
+        };
+        // 134,479,872 weights (30 layers of 3,538,944 and a 576 x 49,152 head).
+        assert_eq!(decode_step_bytes(&row("sde", &[])), Some(537_919_488.0));
+        assert_eq!(decode_step_bytes(&row("decode", &[])), Some(537_919_488.0));
+        // Layers at 34 bytes per 32 weights, head in f32.
+        assert_eq!(
+            decode_step_bytes(&row("decode-q8", &["Q8_0"])),
+            Some(112_803_840.0 + 113_246_208.0)
+        );
+        assert_eq!(
+            decode_step_bytes(&row("decode-q8-all", &["Q8_0"])),
+            Some(142_884_864.0)
+        );
+        // Q4_1 layers: 20 bytes per 32 weights.
+        assert_eq!(
+            decode_step_bytes(&row("decode-q8-prompts", &["Q4_1"])),
+            Some(66_355_200.0 + 30_081_024.0)
+        );
+        // A quantized row that reports no format, or two, has no byte count.
+        assert_eq!(decode_step_bytes(&row("decode-q8", &[])), None);
+        assert_eq!(
+            decode_step_bytes(&row("decode-q8", &["Q8_0", "Q4_1"])),
+            None
+        );
+    }
+
+    #[test]
+    fn decode_steps_leave_the_prompt_pass_out() {
+        // Three generations of 8 × 32 new tokens in 3 s: 1 s each, 256 tokens/s overall; a
+        // one-token generation takes 0.38 s, so 8 × 31 tokens took 0.62 s.
+        let v = json!({"tokens_per_rep": 768, "steps_per_rep": 3, "prompt_seconds": [0.40, 0.38, 0.30]});
+        let rate = decode_steps_rate(&v, 256.0).unwrap();
+        assert!((rate - 400.0).abs() < 1e-9, "{rate}");
+        // No prompt timing, or a prompt pass as long as the generation: no rate.
+        assert_eq!(
+            decode_steps_rate(&json!({"tokens_per_rep": 768, "steps_per_rep": 3}), 256.0),
+            None
+        );
+        let slow = json!({"tokens_per_rep": 768, "steps_per_rep": 3, "prompt_seconds": [1.0]});
+        assert_eq!(decode_steps_rate(&slow, 256.0), None);
     }
 
     #[test]

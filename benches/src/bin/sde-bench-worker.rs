@@ -6,7 +6,7 @@
 //! sde-bench-worker decode --batch 1 [--reps 3] [--steps 3] [--warmup 1] [--gguf PATH]
 //! sde-bench-worker score  --batch 8 [--reps 3] [--steps 5] [--warmup 2] [--gguf PATH]
 //! sde-bench-worker matmul [--reps 3]
-//! sde-bench-worker fma [--reps 3]
+//! sde-bench-worker fma [--reps 3]            (FMA and bf16 peaks, memory read bandwidth)
 //! sde-bench-worker decode-q8 --batch 1 ...     (decode steps on Q8_0 layer weights)
 //! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
 //! sde-bench-worker decode-q8-prompts --batch 1 ... (prompts too: all of generation in Q8_0)
@@ -22,7 +22,8 @@
 //! the engine runs once per batch. Without `--gguf` the model has SmolLM2-135M shapes and
 //! random weights. `steps` is the
 //! number of train steps, generations or scoring passes in one timed rep. The peak RSS is
-//! VmHWM of `/proc/self/status`, reset after the model is loaded. Built with the `cuda`
+//! VmHWM of `/proc/self/status`, reset after the model is loaded. Generation also reports
+//! `prompt_seconds`: untimed-for-throughput generations of one new token (the prompt pass). Built with the `cuda`
 //! feature, the model runs on CUDA device 0 (the report's `device` says where it ran).
 
 use std::time::Instant;
@@ -89,6 +90,44 @@ fn parse_args() -> Result<Args> {
 /// chains of 16-lane fused multiply-adds (enough to cover the FMA latency) for about a second.
 fn fma_peak(threads: usize) -> f64 {
     chain_peak(threads, fma_chains)
+}
+
+/// Measured memory read bandwidth in GB/s: `threads` threads each summing its share of a
+/// 512 MiB buffer (far beyond the caches), passes repeated for about a second. Generation at
+/// batch 1 reads every weight once per token, so this bounds its speed.
+fn read_bandwidth(threads: usize) -> f64 {
+    const LEN: usize = 128 << 20;
+    let buf: Vec<f32> = (0..LEN).map(|i| (i % 7) as f32).collect();
+    let share = LEN.div_ceil(threads.max(1));
+    let start = Instant::now();
+    let (mut bytes, mut sink) = (0usize, 0f32);
+    while bytes == 0 || start.elapsed().as_secs_f64() < 1.0 {
+        sink += std::thread::scope(|scope| {
+            let handles: Vec<_> = buf
+                .chunks(share)
+                .map(|part| scope.spawn(move || sum_lanes(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0.0))
+                .sum::<f32>()
+        });
+        bytes += LEN * std::mem::size_of::<f32>();
+    }
+    std::hint::black_box(sink);
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// The sum of `x` over 64 independent lanes (vectorised; the loads, not the adds, bound it).
+fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 64];
+    let mut chunks = x.chunks_exact(64);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// GFLOP/s of `threads` threads each running `chains(iters, seed)` (which returns a sum to
@@ -390,9 +429,15 @@ fn main() -> Result<()> {
                 produced = run_decode(&model, &prompts, NEW_TOKENS)?;
                 Ok(())
             })?;
+            // After the timed part: generations of one new token (the prompt pass), so that
+            // the decode steps' own speed can be told apart.
+            let prompt_seconds = time_reps(args.reps, 1, 0, || {
+                run_decode(&model, &prompts, 1)?;
+                Ok(())
+            })?;
             json!({
                 "workload": args.workload, "batch": args.batch, "seq": PROMPT_TOKENS, "shared": args.shared, "new_tokens": NEW_TOKENS,
-                "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps,
+                "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps, "prompt_seconds": prompt_seconds,
                 "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "agreement_with_f32": agreement,
                 "quantized_layers": model.quantized_layer_formats(),
             })
@@ -473,7 +518,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let gflops: Vec<f64> = (0..args.reps).map(|_| fma_peak(threads)).collect();
             let bf16: Option<Vec<f64>> = (0..args.reps).map(|_| bf16_peak(threads)).collect();
-            json!({ "workload": "fma", "threads": threads, "isa": fma_isa(), "gflops": gflops, "bf16_gflops": bf16 })
+            let read: Vec<f64> = (0..args.reps).map(|_| read_bandwidth(threads)).collect();
+            json!({ "workload": "fma", "threads": threads, "isa": fma_isa(), "gflops": gflops, "bf16_gflops": bf16, "read_gbs": read })
         }
         other => bail!(
             "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul or fma)"

@@ -19,6 +19,9 @@ optimizer state.
 `--shared N` makes every row start with the same N ids (the engine runs such a prefix once;
 transformers runs every row in full).
 
+`decode` also reports `prompt_seconds`: generations of one new token (the prompt pass), timed
+after the timed part, so that the decode steps' own speed can be told apart.
+
 `--device cuda` runs the workload on CUDA device 0 (autocast then on CUDA too); its report adds
 the GPU's peak allocated memory.
 """

@@ -689,11 +689,10 @@ fn quantized_layers(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Bytes a weight format stores per weight: f32, or GGML blocks of 32 (Q8_0: 32 bytes and an
-/// f16 scale; Q4_1: 16 bytes of nibbles, an f16 scale and an f16 minimum).
+/// Bytes a quantized format stores per weight, in GGML blocks of 32 (Q8_0: 32 bytes and an f16
+/// scale; Q4_1: 16 bytes of nibbles, an f16 scale and an f16 minimum).
 fn bytes_per_weight(format: &str) -> Option<f64> {
     match format {
-        "F32" => Some(4.0),
         "Q8_0" => Some(34.0 / 32.0),
         "Q4_1" => Some(20.0 / 32.0),
         _ => None,
@@ -703,16 +702,17 @@ fn bytes_per_weight(format: &str) -> Option<f64> {
 /// The weight bytes one decode step reads for a generation row (both sides): every layer
 /// weight and the output head once. `None` where the row's layer formats are unknown.
 fn decode_step_bytes(row: &Row) -> Option<f64> {
+    const F32: f64 = 4.0;
     let quantized = row.side.starts_with("decode-q8");
     let layers = match row.quantized_layers.as_slice() {
-        [] if !quantized => 4.0,
+        [] if !quantized => F32,
         [one] if quantized => bytes_per_weight(one)?,
         _ => return None,
     };
     let head = if matches!(row.side, "decode-q8-all" | "decode-q8-prompts") {
         bytes_per_weight("Q8_0")?
     } else {
-        4.0
+        F32
     };
     Some(N_BODY * layers + N_HEAD * head)
 }
@@ -1068,8 +1068,9 @@ fn render_bandwidth(s: &mut String, r: &Report<'_>) {
     };
     let _ = writeln!(
         s,
-        "\n## Generation at batch 1 and memory bandwidth\n\nA decode step at batch 1 reads every weight once, so memory, not FLOPs, bounds it (the KV cache, at most 7.4 MB at these lengths, is left out). The ceiling is the measured read bandwidth ({bw:.1} GB/s: 2 threads summing a 512 MiB buffer, the highest rep before and after the workloads) over the weight bytes a step reads. The rows of `{}` above also count each generation's 128-token prompt pass; \"decode steps\" leaves it out (each generation less the median generation of one new token, over the other 31 tokens).\n\n| tool | weights read per new token (MB) | ceiling (new tokens/s) | whole generation | decode steps | decode steps, % of ceiling |\n|---|---|---|---|---|---|",
-        w.id()
+        "\n## Generation at batch 1 and memory bandwidth\n\nA decode step at batch 1 reads every weight once, so memory, not FLOPs, bounds it (the KV cache, at most 7.4 MB at these lengths, is left out). The ceiling is the measured read bandwidth ({bw:.1} GB/s: 2 threads summing a 512 MiB buffer, the highest rep before and after the workloads) over the weight bytes a step reads. The rows of `{}` above also count each generation's {PROMPT_TOKENS}-token prompt pass; \"decode steps\" leaves it out (each generation less the median generation of one new token, over the other {} tokens).\n\n| tool | weights read per new token (MB) | ceiling (new tokens/s) | whole generation | decode steps | decode steps, % of ceiling |\n|---|---|---|---|---|---|",
+        w.id(),
+        NEW_TOKENS - 1
     );
     let mut f32_ceiling = None;
     for row in rows {

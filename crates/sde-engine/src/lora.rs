@@ -317,21 +317,69 @@ impl DropoutDraw {
     }
 
     /// Calls `f(i, m)` for each element `i` of chunk `chunk` (of `len` elements) in order.
-    fn chunk(&self, chunk: usize, len: usize, mut f: impl FnMut(usize, f32)) {
+    fn chunk(&self, chunk: usize, len: usize, f: impl FnMut(usize, f32)) {
+        self.within_chunk(chunk, 0, len, f);
+    }
+
+    /// Calls `f(j, m)` for the elements `from + j`, `j < len`, of chunk `chunk`, in order: the
+    /// stream is started at the element's 64-bit word, each of which holds two elements.
+    fn within_chunk(&self, chunk: usize, from: usize, len: usize, mut f: impl FnMut(usize, f32)) {
         use rand::RngCore;
         let mut g = ChaCha8Rng::seed_from_u64(self.seed);
         g.set_stream(chunk as u64);
-        let mut i = 0;
-        while i < len {
+        // The word position counts 32-bit words: one 64-bit draw per element pair.
+        g.set_word_pos((from / 2 * 2) as u128);
+        let mut i = from / 2 * 2;
+        while i < from + len {
             let bits = g.next_u64();
             for k in 0..2 {
-                if i + k < len {
+                if (from..from + len).contains(&(i + k)) {
                     let r = (bits >> (32 * k)) & 0xffff_ffff;
-                    f(i + k, if r < self.threshold { 0.0 } else { self.keep });
+                    f(
+                        i + k - from,
+                        if r < self.threshold { 0.0 } else { self.keep },
+                    );
                 }
             }
             i += 2;
         }
+    }
+
+    /// `(x * mask, mask)` where `x` holds rows `rows[i]` of a `[full_rows, w]` tensor and the
+    /// mask is those rows of the mask [`DropoutDraw::apply`] draws for the whole tensor.
+    fn apply_rows(&self, x: &Tensor, rows: &[usize], full_rows: usize) -> Result<(Tensor, Tensor)> {
+        use rayon::prelude::*;
+        let (n, w) = x.dims2()?;
+        if n != rows.len() || rows.iter().any(|&r| r >= full_rows) {
+            return Err(crate::error::EngineError::invalid(format!(
+                "dropout over {} rows of {full_rows}, given a [{n}, {w}] input",
+                rows.len()
+            )));
+        }
+        let (mut xin, mut mask) = (vec![0f32; n * w], vec![0f32; n * w]);
+        crate::kernels::with_f32(x, |x| {
+            xin.par_chunks_mut(w.max(1))
+                .zip(mask.par_chunks_mut(w.max(1)))
+                .enumerate()
+                .for_each(|(i, (xo, mo))| {
+                    let xs = &x[i * w..(i + 1) * w];
+                    let mut at = 0;
+                    while at < w {
+                        let e = rows[i] * w + at;
+                        let (chunk, from) = (e / DROPOUT_CHUNK, e % DROPOUT_CHUNK);
+                        let len = (DROPOUT_CHUNK - from).min(w - at);
+                        self.within_chunk(chunk, from, len, |j, m| {
+                            mo[at + j] = m;
+                            xo[at + j] = xs[at + j] * m;
+                        });
+                        at += len;
+                    }
+                });
+        })?;
+        Ok((
+            Tensor::from_vec(xin, (n, w), x.device())?,
+            Tensor::from_vec(mask, (n, w), x.device())?,
+        ))
     }
 
     fn mask(&self, x: &Tensor) -> Result<Tensor> {
@@ -388,6 +436,29 @@ pub(crate) fn dropout_apply(
     }
 }
 
+/// [`dropout_apply`] for rows `rows` of a `[full_rows, w]` input, given only those rows as
+/// `x` (`[rows.len(), w]`): the same draw from the generator, and the same mask on those rows
+/// as the whole input would get.
+pub(crate) fn dropout_apply_rows(
+    x: &Tensor,
+    rows: &[usize],
+    full_rows: usize,
+    p: f64,
+    rng: &Mutex<ChaCha8Rng>,
+) -> Result<(Tensor, Tensor)> {
+    let draw = DropoutDraw::new(p, rng);
+    if crate::kernels::fused_ok(x) {
+        draw.apply_rows(x, rows, full_rows)
+    } else {
+        let w = x.dim(1)?;
+        let full = Tensor::zeros((full_rows, w), x.dtype(), x.device())?;
+        let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let index = Tensor::from_vec(index, rows.len(), x.device())?;
+        let mask = draw.mask(&full)?.index_select(&index, 0)?;
+        Ok(((x * &mask)?, mask))
+    }
+}
+
 /// A seeded generator for LoRA initialisation and dropout.
 pub(crate) fn seeded_rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
@@ -397,6 +468,7 @@ pub(crate) fn seeded_rng(seed: u64) -> ChaCha8Rng {
 mod tests {
     use super::*;
     use candle_core::Device;
+    use rand::RngCore;
 
     #[test]
     fn dropout_masks_drop_at_rate_p_and_depend_only_on_the_seed() {
@@ -422,5 +494,26 @@ mod tests {
         assert_eq!(a, again, "same seed, same mask");
         let none = dropout_mask(&x, 0.0, &rng).unwrap();
         assert_eq!(none.min_all().unwrap().to_scalar::<f32>().unwrap(), 1.0);
+    }
+
+    #[test]
+    fn dropout_over_chosen_rows_equals_those_rows_of_the_whole_draw() {
+        // An odd width, so that rows start at odd elements and cross chunk boundaries.
+        let (full_rows, w) = (40, 1001);
+        let x = Tensor::rand(0f32, 1.0, (full_rows, w), &Device::Cpu).unwrap();
+        let rows = [0usize, 16, 17, 33, 39];
+        let index = Tensor::new(&[0u32, 16, 17, 33, 39], &Device::Cpu).unwrap();
+        let picked = x.index_select(&index, 0).unwrap();
+        let (whole_x, whole_m) = dropout_apply(&x, 0.3, &Mutex::new(seeded_rng(5))).unwrap();
+        let rng = Mutex::new(seeded_rng(5));
+        let (got_x, got_m) = dropout_apply_rows(&picked, &rows, full_rows, 0.3, &rng).unwrap();
+        let rows_of = |t: &Tensor| t.index_select(&index, 0).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(got_m.to_vec2::<f32>().unwrap(), rows_of(&whole_m));
+        assert_eq!(got_x.to_vec2::<f32>().unwrap(), rows_of(&whole_x));
+        // One seed drawn, as for the whole input.
+        let mut after = seeded_rng(5);
+        after.next_u64();
+        assert_eq!(rng.lock().unwrap().next_u64(), after.next_u64());
+        assert!(dropout_apply_rows(&picked, &rows, 39, 0.3, &rng).is_err());
     }
 }

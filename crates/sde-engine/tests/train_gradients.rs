@@ -231,6 +231,46 @@ fn hand_written_backward_equals_autograd() {
     }
 }
 
+/// Two right-padded rows of different lengths, both with the loss on the completion only:
+/// the last layer then runs its queries, output projection and MLP on the positions from the
+/// first one the loss reads, and the gradients must not change.
+#[test]
+fn completion_only_loss_runs_the_last_layer_on_its_window_with_the_same_gradients() {
+    let special = SpecialIds {
+        bos: Some(1),
+        eos: 2,
+        tokenizer_adds_bos: false,
+    };
+    let opts = EncodeOptions::default();
+    let long = encode_ids(
+        0,
+        &[5, 9, 13, 7, 21, 6, 6, 11],
+        &[30, 31, 4],
+        LossOn::Completion,
+        special,
+        &opts,
+    )
+    .unwrap();
+    let short = encode_ids(1, &[8, 3], &[17, 40], LossOn::Completion, special, &opts).unwrap();
+    let batch = collate(&[&long, &short], 2, &Device::Cpu).unwrap();
+    for (tied, dropout) in [(true, 0.0), (false, 0.3)] {
+        let normaliser = batch.n_loss_tokens;
+        let auto = lora_model(tied, dropout);
+        let h = auto
+            .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, true)
+            .unwrap();
+        let loss = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
+            auto.logits(x)
+        })
+        .unwrap();
+        let store = loss.backward().unwrap();
+        let manual = lora_model(tied, dropout);
+        let got = manual.lora_loss_and_grads(&batch, normaliser).unwrap();
+        let what = format!("window, tied {tied} dropout {dropout}");
+        assert_equals_autograd(&what, &auto, &got, &loss, &store);
+    }
+}
+
 /// Three rows that start with the same 9 tokens (an instruction placed first), one with the
 /// loss on the prompt too (MI), so some loss positions lie inside the shared prefix.
 fn shared_prefix_batch() -> TrainBatch {

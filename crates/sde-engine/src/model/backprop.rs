@@ -9,6 +9,12 @@
 //! A token prefix that every row shares ([`TrainBatch::shared_prefix`]) runs once: the batch
 //! is laid out flat as `[prefix; each row's own tokens]` and attention runs in two groups.
 //!
+//! Where the loss reads no row's first positions (a loss on the completion only), the last
+//! layer's keys and values still cover every position, but its queries, output projection
+//! and MLP run only from the first position the loss reads ([`Window`]): nothing else reads
+//! the last layer's other outputs. On the benchmark's loss over the last 32 of 128 tokens that
+//! skips about 2% of a step's FLOPs.
+//!
 //! Invariant: the gradients equal those of `forward_hidden` + `masked_loss` + autograd (tested
 //! to float tolerance in `tests/train_gradients.rs`), including the order in which LoRA
 //! dropout masks are drawn. With a shared prefix they are equal without dropout; with dropout
@@ -21,7 +27,7 @@ use crate::attention;
 use crate::batch::TrainBatch;
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, MatmulExt, Packed, matmul_sum};
-use crate::lora::{Linear, dropout_apply};
+use crate::lora::{Linear, dropout_apply, dropout_apply_rows};
 
 /// The loss of one micro-batch and the gradients of the LoRA factors.
 #[derive(Debug)]
@@ -75,6 +81,83 @@ enum Layout {
     },
 }
 
+/// The positions of the last layer that the loss reads, when they are fewer than all: the
+/// last `w` positions of each of the `b` right-padded rows of `t` (a padded [`Layout`]). Past
+/// the last layer's keys and values, nothing else reads the other positions, so its queries,
+/// output projection and MLP run on the window only.
+struct Window {
+    b: usize,
+    t: usize,
+    w: usize,
+    /// Flat indices into `[b * t]` of the window's positions, row by row.
+    rows: Vec<usize>,
+    /// The same indices as a u32 tensor.
+    index: Tensor,
+    /// The window's queries: their rotations (`[b, w, head_dim/2]`) and bias rows
+    /// (`[b, 1, 1, w, t]`).
+    geo: Geometry,
+}
+
+impl Window {
+    /// The window of a padded layout whose loss reads the flat `positions`; `None` where the
+    /// loss reads a row's first position or no position.
+    fn of(layout: &Layout, positions: &[u32]) -> Result<Option<Self>> {
+        let Layout::Padded { b, t, geo } = layout else {
+            return Ok(None);
+        };
+        let (b, t) = (*b, *t);
+        let Some(first) = positions.iter().map(|&f| f as usize % t).min() else {
+            return Ok(None);
+        };
+        if first == 0 {
+            return Ok(None);
+        }
+        let w = t - first;
+        let rows: Vec<usize> = (0..b).flat_map(|r| r * t + first..(r + 1) * t).collect();
+        let index = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            geo.cos.device(),
+        )?;
+        let geo = Geometry {
+            cos: geo.cos.narrow(1, first, w)?.contiguous()?,
+            sin: geo.sin.narrow(1, first, w)?.contiguous()?,
+            bias: geo.bias.narrow(3, first, w)?.contiguous()?,
+            past: geo.past,
+            precision: geo.precision,
+        };
+        Ok(Some(Self {
+            b,
+            t,
+            w,
+            rows,
+            index,
+            geo,
+        }))
+    }
+
+    /// Flat positions in `[b * t]` as positions in the window's `[b * w]` rows.
+    fn positions(&self, positions: &[u32]) -> Vec<u32> {
+        let first = self.t - self.w;
+        positions
+            .iter()
+            .map(|&f| {
+                let (r, i) = (f as usize / self.t, f as usize % self.t);
+                (r * self.w + i - first) as u32
+            })
+            .collect()
+    }
+
+    /// `[b * w, h]` window rows scattered into zeros of `[b * t, h]`, plus `base` if given.
+    fn scatter(&self, rows: &Tensor, base: Option<&Tensor>) -> Result<Tensor> {
+        let base = match base {
+            Some(t) => t.clone(),
+            None => Tensor::zeros((self.b * self.t, rows.dim(1)?), rows.dtype(), rows.device())?,
+        };
+        Ok(base.index_add(&self.index, rows, 0)?)
+    }
+}
+
 /// One attention group: `g` sequences of `tq` queries over `tk` keys.
 struct AttnPart {
     g: usize,
@@ -124,16 +207,29 @@ impl Llama {
             ));
         }
         let (layout, ids, loss_positions) = self.train_layout(batch)?;
-        let n = ids.dim(0)?;
         let h = self.cfg.hidden_size;
         let mut x = self.embed.index_select(&ids, 0)?;
+        let positions = loss_positions.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let window = Window::of(&layout, &positions)?;
+        let last = self.layers.len().saturating_sub(1);
 
         let mut saved = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let (next, s) = self.layer_forward(layer, &x, &layout)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let win = window.as_ref().filter(|_| i == last);
+            let (next, s) = self.layer_forward(layer, &x, &layout, win)?;
             saved.push(s);
             x = next;
         }
+        // With a window, `x` holds its rows only.
+        let loss_positions = match &window {
+            Some(w) => {
+                let p = w.positions(&positions);
+                let len = p.len();
+                Tensor::from_vec(p, len, x.device())?
+            }
+            None => loss_positions,
+        };
+        let n = x.dim(0)?;
 
         // Final norm, head at the loss positions, cross-entropy.
         let (hf, rf) = rms_forward(&x, &self.norm, self.cfg.rms_norm_eps)?;
@@ -169,7 +265,8 @@ impl Llama {
 
         let mut per_layer: Vec<Vec<(LoraGrads, usize)>> = Vec::with_capacity(self.layers.len());
         for (i, (layer, s)) in self.layers.iter().zip(saved).enumerate().rev() {
-            let (next, grads) = self.layer_backward(layer, s, &dx, &layout, i > 0)?;
+            let win = window.as_ref().filter(|_| i == last);
+            let (next, grads) = self.layer_backward(layer, s, &dx, &layout, i > 0, win)?;
             per_layer.push(grads);
             dx = next;
         }
@@ -253,25 +350,33 @@ impl Llama {
         ))
     }
 
+    /// One layer's forward pass; with a `window`, its output holds the window's rows only.
     fn layer_forward(
         &self,
         layer: &Layer,
         x: &Tensor,
         layout: &Layout,
+        window: Option<&Window>,
     ) -> Result<(Tensor, LayerSaved)> {
         let eps = self.cfg.rms_norm_eps;
         let (hn, r1) = rms_forward(x, &layer.input_norm, eps)?;
-        let (q, qsv) = self.linear_forward(&layer.q, &hn)?;
-        let (k, ksv) = self.linear_forward(&layer.k, &hn)?;
-        let (v, vsv) = self.linear_forward(&layer.v, &hn)?;
-        let (attn, parts) = self.attention_forward(&q, &k, &v, layout)?;
-        let (o, osv) = self.linear_forward(&layer.o, &attn)?;
-        let x_mid = (x + o)?;
+        let rows = |t: &Tensor| -> Result<Tensor> {
+            match window {
+                Some(w) => Ok(t.index_select(&w.index, 0)?),
+                None => Ok(t.clone()),
+            }
+        };
+        let (q, qsv) = self.linear_forward(&layer.q, &rows(&hn)?, window)?;
+        let (k, ksv) = self.linear_forward(&layer.k, &hn, None)?;
+        let (v, vsv) = self.linear_forward(&layer.v, &hn, None)?;
+        let (attn, parts) = self.attention_forward(&q, &k, &v, layout, window)?;
+        let (o, osv) = self.linear_forward(&layer.o, &attn, window)?;
+        let x_mid = (rows(x)? + o)?;
         let (hn2, r2) = rms_forward(&x_mid, &layer.post_norm, eps)?;
-        let (g, gsv) = self.linear_forward(&layer.gate, &hn2)?;
-        let (u, usv) = self.linear_forward(&layer.up, &hn2)?;
+        let (g, gsv) = self.linear_forward(&layer.gate, &hn2, window)?;
+        let (u, usv) = self.linear_forward(&layer.up, &hn2, window)?;
         let act = kernels::swiglu_or_generic(&g, &u)?;
-        let (m, dsv) = self.linear_forward(&layer.down, &act)?;
+        let (m, dsv) = self.linear_forward(&layer.down, &act, window)?;
         let out = (&x_mid + m)?;
         Ok((
             out,
@@ -294,6 +399,8 @@ impl Llama {
         ))
     }
 
+    /// Backward of [`Llama::layer_forward`]: with a `window`, `dout` holds the window's rows
+    /// and the input gradient all rows.
     fn layer_backward(
         &self,
         layer: &Layer,
@@ -301,6 +408,7 @@ impl Llama {
         dout: &Tensor,
         layout: &Layout,
         need_input_grad: bool,
+        window: Option<&Window>,
     ) -> Result<(Tensor, Vec<(LoraGrads, usize)>)> {
         let mut grads = Vec::with_capacity(7);
 
@@ -320,17 +428,40 @@ impl Llama {
         // Attention.
         let (dattn, go) = linears_backward(&[(&layer.o, &s.o, &dx_mid)], true, self.bf16)?;
         push(&mut grads, go, 3);
-        let (dq, dk, dv) = self.attention_backward(&dattn.expect("asked for"), &s.attn, layout)?;
-        let (dhn1, gqkv) = linears_backward(
-            &[
-                (&layer.q, &s.q, &dq),
-                (&layer.k, &s.k, &dk),
-                (&layer.v, &s.v, &dv),
-            ],
-            need_input_grad,
-            self.bf16,
-        )?;
-        push(&mut grads, gqkv, 0);
+        let (dq, dk, dv) =
+            self.attention_backward(&dattn.expect("asked for"), &s.attn, layout, window)?;
+        let (dhn1, dx_mid) = match window {
+            None => {
+                let (dhn1, gqkv) = linears_backward(
+                    &[
+                        (&layer.q, &s.q, &dq),
+                        (&layer.k, &s.k, &dk),
+                        (&layer.v, &s.v, &dv),
+                    ],
+                    need_input_grad,
+                    self.bf16,
+                )?;
+                push(&mut grads, gqkv, 0);
+                (dhn1, dx_mid)
+            }
+            // The queries read the window's rows, the keys and values all rows.
+            Some(w) => {
+                let (dhq, gq) =
+                    linears_backward(&[(&layer.q, &s.q, &dq)], need_input_grad, self.bf16)?;
+                push(&mut grads, gq, 0);
+                let (dhkv, gkv) = linears_backward(
+                    &[(&layer.k, &s.k, &dk), (&layer.v, &s.v, &dv)],
+                    need_input_grad,
+                    self.bf16,
+                )?;
+                push(&mut grads, gkv, 1);
+                let dhn1 = match (dhq, dhkv) {
+                    (Some(dhq), Some(dhkv)) => Some(w.scatter(&dhq, Some(&dhkv))?),
+                    _ => None,
+                };
+                (dhn1, w.scatter(&dx_mid, None)?)
+            }
+        };
         let dx = match dhn1 {
             Some(dhn1) => rms_backward_add(&s.x, &s.r1, &layer.input_norm, &dhn1, &dx_mid)?,
             None => dx_mid,
@@ -340,13 +471,15 @@ impl Llama {
 
     /// Attention over flat projections `q` `[n, nh * hd]`, `k` and `v` `[n, nkv * hd]`:
     /// RoPE, scaled dot products, masked softmax, weighted values; returns the flat output
-    /// `[n, nh * hd]` and one [`AttnPart`] per group of the layout.
+    /// `[n, nh * hd]` and one [`AttnPart`] per group of the layout. With a `window`, `q` and
+    /// the output hold the window's rows only.
     fn attention_forward(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         layout: &Layout,
+        window: Option<&Window>,
     ) -> Result<(Tensor, Vec<AttnPart>)> {
         let (nh, nkv, hd) = (
             self.cfg.num_attention_heads,
@@ -365,10 +498,11 @@ impl Llama {
         match layout {
             Layout::Padded { b, t, geo } => {
                 let (b, t) = (*b, *t);
-                let qh = rope(heads(q, 0, b, t, nh)?, geo)?;
+                let (tq, qgeo) = window.map_or((t, geo), |w| (w.w, &w.geo));
+                let qh = rope(heads(q, 0, b, tq, nh)?, qgeo)?;
                 let kh = rope(heads(k, 0, b, t, nkv)?, geo)?;
                 let vh = heads(v, 0, b, t, nkv)?;
-                let (out, part) = self.attend(qh, kh, vh, &geo.bias)?;
+                let (out, part) = self.attend(qh, kh, vh, &qgeo.bias)?;
                 Ok((out, vec![part]))
             }
             Layout::Shared {
@@ -448,6 +582,7 @@ impl Llama {
         dattn: &Tensor,
         parts: &[AttnPart],
         layout: &Layout,
+        window: Option<&Window>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (nh, nkv, hd) = (
             self.cfg.num_attention_heads,
@@ -467,9 +602,10 @@ impl Llama {
         match (layout, parts) {
             (Layout::Padded { b, t, geo }, [part]) => {
                 let (b, t) = (*b, *t);
+                let (tq, qgeo) = window.map_or((t, geo), |w| (w.w, &w.geo));
                 let (dq, dk, dv) = self.attend_backward(part, dattn)?;
                 Ok((
-                    flat(unrope(dq, geo)?, b, t, nh)?,
+                    flat(unrope(dq, qgeo)?, b, tq, nh)?,
                     flat(unrope(dk, geo)?, b, t, nkv)?,
                     flat(dv, b, t, nkv)?,
                 ))
@@ -564,7 +700,14 @@ impl Llama {
     }
 
     /// `y = x W^T (+ bias) + scale * dropout(x) A^T B^T`, keeping what the backward needs.
-    fn linear_forward(&self, lin: &Linear, x: &Tensor) -> Result<(Tensor, LinearSaved)> {
+    /// With a `window`, `x` holds its rows, and the dropout mask is those rows of the one the
+    /// whole input would get.
+    fn linear_forward(
+        &self,
+        lin: &Linear,
+        x: &Tensor,
+        window: Option<&Window>,
+    ) -> Result<(Tensor, LinearSaved)> {
         let mut saved = LinearSaved {
             x: x.clone(),
             dropout: None,
@@ -576,7 +719,12 @@ impl Llama {
                 let a = lora.a.as_tensor().detach();
                 let bt = lora.b.as_tensor().detach().t()?;
                 if lora.dropout > 0.0 {
-                    let (xin, mask) = dropout_apply(x, lora.dropout, &self.rng)?;
+                    let (xin, mask) = match window {
+                        Some(w) => {
+                            dropout_apply_rows(x, &w.rows, w.b * w.t, lora.dropout, &self.rng)?
+                        }
+                        None => dropout_apply(x, lora.dropout, &self.rng)?,
+                    };
                     saved.dropout = Some((mask, xin));
                 }
                 let xin = saved.dropout.as_ref().map_or(x, |(_, xin)| xin);

@@ -246,6 +246,21 @@ struct Geometry {
     precision: crate::lora::InferencePrecision,
 }
 
+impl Geometry {
+    /// The geometry of positions `from..` only, as queries over all keys: their rotations and
+    /// bias rows.
+    fn window(&self, from: usize) -> Result<Self> {
+        let w = self.cos.dim(1)? - from;
+        Ok(Self {
+            cos: self.cos.narrow(1, from, w)?.contiguous()?,
+            sin: self.sin.narrow(1, from, w)?.contiguous()?,
+            bias: self.bias.narrow(3, from, w)?.contiguous()?,
+            past: self.past,
+            precision: self.precision,
+        })
+    }
+}
+
 impl Llama {
     /// Builds a model from tensors named as in Hugging Face checkpoints
     /// (`model.layers.0.self_attn.q_proj.weight`, ...). `source_name` names the checkpoint in errors.
@@ -415,12 +430,31 @@ impl Llama {
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.forward_hidden_from(input_ids, attention_mask, cache, train, 0)
+    }
+
+    /// [`Llama::forward_hidden`] at positions `from..t` only, `[b, t - from, hidden]`. Without
+    /// a cache, the last layer runs its queries, output projection and MLP on those positions
+    /// only (its keys and values cover all): nothing reads its other outputs.
+    pub(crate) fn forward_hidden_from(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         train: bool,
+        from: usize,
     ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         if t == 0 {
             return Err(EngineError::invalid("input_ids has no positions"));
+        }
+        if from >= t {
+            return Err(EngineError::invalid(format!(
+                "hidden states asked from position {from} of {t}"
+            )));
         }
         let new_mask: Vec<Vec<bool>> = match attention_mask {
             Some(m) => {
@@ -465,13 +499,28 @@ impl Llama {
             .index_select(&ids, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
         let diff = self.differentiable();
+        // The last layer's queries from `from` on, where no cache keeps its keys for later.
+        let window = match (from, cache.is_some()) {
+            (0, _) => None,
+            (_, false) => Some(geo.window(from)?),
+            (_, true) => {
+                return Err(EngineError::invalid(
+                    "hidden states from a position are not taken with a cache",
+                ));
+            }
+        };
+        let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
+            let win = window.as_ref().filter(|_| i == last);
+            let residual = match win {
+                Some(_) => x.narrow(1, from, t - from)?,
+                None => x.clone(),
+            };
             let hn = self.rms_norm(&x, &layer.input_norm, diff)?;
             let kv = cache
                 .as_deref_mut()
                 .map(|c| (c.k[i].clone(), c.v[i].clone()));
-            let attn = self.attention(layer, &hn, &geo, kv, train, diff)?;
+            let attn = self.attention(layer, &hn, &geo, win, kv, train, diff)?;
             x = (residual + attn)?;
             let residual = x.clone();
             let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
@@ -840,11 +889,16 @@ impl Llama {
         }
     }
 
+    /// Self-attention of `x` `[b, t, hidden]`; with `window` (the geometry of the last `tq`
+    /// positions, [`Geometry::window`]) only those positions query, and the output is
+    /// `[b, tq, hidden]`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: &Layer,
         x: &Tensor,
         geo: &Geometry,
+        window: Option<&Geometry>,
         kv: Option<(Tensor, Tensor)>,
         train: bool,
         diff: bool,
@@ -856,10 +910,18 @@ impl Llama {
             self.cfg.head_dim(),
         );
         let rep = nh / nkv;
+        let (xq, qgeo) = match window {
+            Some(w) => {
+                let tq = w.cos.dim(1)?;
+                (x.narrow(1, t - tq, tq)?.contiguous()?, w)
+            }
+            None => (x.clone(), geo),
+        };
+        let tq = xq.dim(1)?;
         let q = layer
             .q
-            .forward(x, train, geo.precision, &self.rng)?
-            .reshape((b, t, nh, hd))?
+            .forward(&xq, train, geo.precision, &self.rng)?
+            .reshape((b, tq, nh, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let k = layer
@@ -874,7 +936,7 @@ impl Llama {
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = self.rope(&q, geo, diff)?;
+        let q = self.rope(&q, qgeo, diff)?;
         let k = self.rope(&k, geo, diff)?;
         // With a cache (generation, shared prefixes) nothing is differentiated: the products
         // read the cache in place through the gemm kernels instead of copying it.
@@ -889,24 +951,24 @@ impl Llama {
             None => (k, v),
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        let q = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
+        let q = (q * scale)?.reshape((b, nkv, rep * tq, hd))?;
         let fused = if cached {
-            crate::kernels::cached_attention(&q, &k, &v, &geo.bias, t)?
+            crate::kernels::cached_attention(&q, &k, &v, &qgeo.bias, tq)?
         } else {
             None
         };
         let fused = match fused {
-            None if !diff => crate::attention::attend(&q, &k, &v, &geo.bias, rep)?.map(|(o, _)| o),
+            None if !diff => crate::attention::attend(&q, &k, &v, &qgeo.bias, rep)?.map(|(o, _)| o),
             done => done,
         };
         let out = match fused {
             Some(out) => out,
-            None => self.attention_products(&q, &k, &v, geo, t, cached, diff)?,
+            None => self.attention_products(&q, &k, &v, qgeo, tq, cached, diff)?,
         };
         let out = out
-            .reshape((b, nh, t, hd))?
+            .reshape((b, nh, tq, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
+            .reshape((b, tq, nh * hd))?;
         layer.o.forward(&out, train, geo.precision, &self.rng)
     }
 

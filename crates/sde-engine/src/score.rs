@@ -162,9 +162,21 @@ fn score_chunk(model: &Llama, chunk: &[(Vec<u32>, usize)], share: bool) -> Resul
             0,
         )?
     } else {
+        // Only the positions from the first one scored reach the output head.
+        let from = chunk
+            .iter()
+            .filter(|(seq, start)| *start < seq.len())
+            .map(|(_, start)| start - 1)
+            .min()
+            .unwrap_or(0);
+        let w = t - from;
+        for row in &mut rows {
+            let (r, i) = (*row as usize / t, *row as usize % t);
+            *row = (r * w + i - from) as u32;
+        }
         model
-            .forward_hidden(&ids, Some(&mask), None, false)?
-            .reshape((b * t, hidden_size))?
+            .forward_hidden_from(&ids, Some(&mask), None, false, from)?
+            .reshape((b * w, hidden_size))?
     };
     let mut lps: Vec<f32> = Vec::new();
     if !rows.is_empty() {

@@ -119,13 +119,7 @@ impl Window {
             rows.len(),
             geo.cos.device(),
         )?;
-        let geo = Geometry {
-            cos: geo.cos.narrow(1, first, w)?.contiguous()?,
-            sin: geo.sin.narrow(1, first, w)?.contiguous()?,
-            bias: geo.bias.narrow(3, first, w)?.contiguous()?,
-            past: geo.past,
-            precision: geo.precision,
-        };
+        let geo = geo.window(first)?;
         Ok(Some(Self {
             b,
             t,

@@ -24,6 +24,7 @@ pub mod model;
 pub mod optim;
 pub mod prefix;
 mod q8;
+mod rope;
 pub mod score;
 pub mod sgemm;
 pub mod tokenizer;

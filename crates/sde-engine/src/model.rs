@@ -918,26 +918,43 @@ impl Llama {
             None => (x.clone(), geo),
         };
         let tq = xq.dim(1)?;
-        let q = layer
-            .q
-            .forward(&xq, train, geo.precision, &self.rng)?
-            .reshape((b, tq, nh, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = layer
-            .k
-            .forward(x, train, geo.precision, &self.rng)?
-            .reshape((b, t, nkv, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        // Projections to rotated heads: in one pass without autograd ([`crate::rope`]).
+        let rotated = |y: Tensor, t: usize, heads: usize, g: &Geometry| -> Result<Tensor> {
+            let s = crate::rope::HeadsOf { g: b, t, heads, hd };
+            let fused = if diff {
+                None
+            } else {
+                crate::rope::rotated_heads(&y.reshape((b * t, heads * hd))?, 0, s, &g.cos, &g.sin)?
+            };
+            match fused {
+                Some(r) => Ok(r),
+                None => {
+                    let y = y
+                        .reshape((b, t, heads, hd))?
+                        .transpose(1, 2)?
+                        .contiguous()?;
+                    self.rope(&y, g, diff)
+                }
+            }
+        };
+        let q = rotated(
+            layer.q.forward(&xq, train, geo.precision, &self.rng)?,
+            tq,
+            nh,
+            qgeo,
+        )?;
+        let k = rotated(
+            layer.k.forward(x, train, geo.precision, &self.rng)?,
+            t,
+            nkv,
+            geo,
+        )?;
         let v = layer
             .v
             .forward(x, train, geo.precision, &self.rng)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = self.rope(&q, qgeo, diff)?;
-        let k = self.rope(&k, geo, diff)?;
         // With a cache (generation, shared prefixes) nothing is differentiated: the products
         // read the cache in place through the gemm kernels instead of copying it.
         let cached = kv.is_some();

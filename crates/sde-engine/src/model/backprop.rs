@@ -28,6 +28,7 @@ use crate::batch::TrainBatch;
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, MatmulExt, Packed, matmul_sum};
 use crate::lora::{Linear, dropout_apply, dropout_apply_rows};
+use crate::rope::{self, HeadsOf};
 
 /// The loss of one micro-batch and the gradients of the LoRA factors.
 #[derive(Debug)]
@@ -486,15 +487,30 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let rope = |y: Tensor, geo: &Geometry| -> Result<Tensor> {
-            Ok(candle_nn::rotary_emb::rope(&y, &geo.cos, &geo.sin)?)
+        // Rows to rotated heads in one pass where it applies ([`crate::rope`]).
+        let rot = |y: &Tensor,
+                   start: usize,
+                   g: usize,
+                   t: usize,
+                   n: usize,
+                   geo: &Geometry|
+         -> Result<Tensor> {
+            let s = HeadsOf { g, t, heads: n, hd };
+            match rope::rotated_heads(y, start, s, &geo.cos, &geo.sin)? {
+                Some(r) => Ok(r),
+                None => Ok(candle_nn::rotary_emb::rope(
+                    &heads(y, start, g, t, n)?,
+                    &geo.cos,
+                    &geo.sin,
+                )?),
+            }
         };
         match layout {
             Layout::Padded { b, t, geo } => {
                 let (b, t) = (*b, *t);
                 let (tq, qgeo) = window.map_or((t, geo), |w| (w.w, &w.geo));
-                let qh = rope(heads(q, 0, b, tq, nh)?, qgeo)?;
-                let kh = rope(heads(k, 0, b, t, nkv)?, geo)?;
+                let qh = rot(q, 0, b, tq, nh, qgeo)?;
+                let kh = rot(k, 0, b, t, nkv, geo)?;
                 let vh = heads(v, 0, b, t, nkv)?;
                 let (out, part) = self.attend(qh, kh, vh, &qgeo.bias)?;
                 Ok((out, vec![part]))
@@ -507,11 +523,11 @@ impl Llama {
                 suffix,
             } => {
                 let (p, b, s) = (*p, *b, *s);
-                let qp = rope(heads(q, 0, 1, p, nh)?, prefix)?;
-                let kp = rope(heads(k, 0, 1, p, nkv)?, prefix)?;
+                let qp = rot(q, 0, 1, p, nh, prefix)?;
+                let kp = rot(k, 0, 1, p, nkv, prefix)?;
                 let vp = heads(v, 0, 1, p, nkv)?;
-                let qs = rope(heads(q, p, b, s, nh)?, suffix)?;
-                let ks = rope(heads(k, p, b, s, nkv)?, suffix)?;
+                let qs = rot(q, p, b, s, nh, suffix)?;
+                let ks = rot(k, p, b, s, nkv, suffix)?;
                 let vs = heads(v, p, b, s, nkv)?;
                 let widen = |pre: &Tensor, own: Tensor| -> Result<Tensor> {
                     let pre = pre.broadcast_as((b, nkv, p, hd))?.contiguous()?;
@@ -583,15 +599,20 @@ impl Llama {
             self.cfg.kv_heads(),
             self.cfg.head_dim(),
         );
-        let unrope = |d: Tensor, geo: &Geometry| -> Result<Tensor> {
-            Ok(candle_nn::rotary_emb::rope(
-                &d.contiguous()?,
-                &geo.cos,
-                &geo.sin.neg()?,
-            )?)
-        };
         let flat = |d: Tensor, g: usize, t: usize, n: usize| -> Result<Tensor> {
             Ok(d.transpose(1, 2)?.reshape((g * t, n * hd))?)
+        };
+        // Head gradients rotated back into flat rows, in one pass where it applies.
+        let unrot = |d: Tensor, geo: &Geometry, g: usize, t: usize, n: usize| -> Result<Tensor> {
+            match rope::unrotated_rows(&d, &geo.cos, &geo.sin)? {
+                Some(r) => Ok(r),
+                None => flat(
+                    candle_nn::rotary_emb::rope(&d.contiguous()?, &geo.cos, &geo.sin.neg()?)?,
+                    g,
+                    t,
+                    n,
+                ),
+            }
         };
         match (layout, parts) {
             (Layout::Padded { b, t, geo }, [part]) => {
@@ -599,8 +620,8 @@ impl Llama {
                 let (tq, qgeo) = window.map_or((t, geo), |w| (w.w, &w.geo));
                 let (dq, dk, dv) = self.attend_backward(part, dattn)?;
                 Ok((
-                    flat(unrope(dq, qgeo)?, b, tq, nh)?,
-                    flat(unrope(dk, geo)?, b, t, nkv)?,
+                    unrot(dq, qgeo, b, tq, nh)?,
+                    unrot(dk, geo, b, t, nkv)?,
                     flat(dv, b, t, nkv)?,
                 ))
             }
@@ -625,13 +646,10 @@ impl Llama {
                 let join =
                     |a: Tensor, c: Tensor| -> Result<Tensor> { Ok(Tensor::cat(&[a, c], 0)?) };
                 Ok((
+                    join(unrot(dqp, prefix, 1, p, nh)?, unrot(dqs, suffix, b, s, nh)?)?,
                     join(
-                        flat(unrope(dqp, prefix)?, 1, p, nh)?,
-                        flat(unrope(dqs, suffix)?, b, s, nh)?,
-                    )?,
-                    join(
-                        flat(unrope(dkp, prefix)?, 1, p, nkv)?,
-                        flat(unrope(dks, suffix)?, b, s, nkv)?,
+                        unrot(dkp, prefix, 1, p, nkv)?,
+                        unrot(dks, suffix, b, s, nkv)?,
                     )?,
                     join(flat(dvp, 1, p, nkv)?, flat(dvs.contiguous()?, b, s, nkv)?)?,
                 ))

@@ -1,8 +1,9 @@
 //! GFLOP/s of candle's f32 matmul on the shapes of a SmolLM2-135M train step (rows = batch ×
-//! sequence), and beside it the engine's product (`sde_engine::sgemm`) where the CPU runs
-//! it, packing the weight per product and packed once beforehand (as the engine's frozen
-//! weights are), all alternating (the fastest of 40 runs each): `cargo run --release -p sde-benches --example matmul_shapes --
-//! [rows]`.
+//! sequence, or the loss positions for the output head's two products), and beside it the
+//! engine's product (`sde_engine::sgemm`) where the CPU runs it, packing the weight per
+//! product and packed once beforehand (as the engine's frozen weights are), all alternating
+//! (the fastest of 40 runs each): `cargo run --release -p sde-benches --example matmul_shapes
+//! -- [rows]`.
 
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ fn main() -> anyhow::Result<()> {
         (1536, 576, false),
         (576, 1536, false),
         (2048, 2048, false),
+        // The output head at the loss positions: logits, and their gradient's product.
+        (576, 49152, true),
+        (49152, 576, false),
     ] {
         let x = Tensor::randn(0f32, 1.0, (rows, k), &dev)?;
         let w = if transposed {

@@ -80,6 +80,11 @@ pub struct Llama {
     /// of `head_t` (the same size): the head is about a fifth of a scoring pass's arithmetic,
     /// and this product ran it 1.25× as fast as gemm at 1280 rows.
     head_packed: std::sync::OnceLock<crate::sgemm::PackedRhs>,
+    /// The output head packed as the right operand of `d W`, the gradient of the head's input
+    /// in training, made on first use there. With `head_packed`, the two head products at
+    /// 128 loss positions ran at 177 GFLOP/s where gemm ran 152-154
+    /// (`examples/matmul_shapes.rs` in `benches/`, 128 rows).
+    head_packed_rows: std::sync::OnceLock<crate::sgemm::PackedRhs>,
     /// Q8_0 copy of the output head for decode steps (see [`Llama::set_q8_decode`]).
     head_q8: Option<crate::q8::Q8Matrix>,
     /// Which products read the Q8_0 copies.
@@ -360,6 +365,7 @@ impl Llama {
             lm_head,
             head_t: std::sync::OnceLock::new(),
             head_packed: std::sync::OnceLock::new(),
+            head_packed_rows: std::sync::OnceLock::new(),
             head_q8: None,
             q8_scope: Q8Scope::Off,
             bf16: false,
@@ -587,7 +593,11 @@ impl Llama {
 
     /// The packed output head `w` for inference on `x` where the engine's product runs
     /// ([`crate::sgemm::supported`]).
-    fn head_packed(&self, w: &Tensor, x: &Tensor) -> Result<Option<&crate::sgemm::PackedRhs>> {
+    pub(crate) fn head_packed(
+        &self,
+        w: &Tensor,
+        x: &Tensor,
+    ) -> Result<Option<&crate::sgemm::PackedRhs>> {
         if x.track_op() || !crate::sgemm::supported() || !crate::kernels::fused_ok(w) {
             return Ok(None);
         }
@@ -599,6 +609,21 @@ impl Llama {
             crate::sgemm::PackedRhs::pack(crate::sgemm::View::transposed(w, h, vocab))
         })?;
         Ok(Some(self.head_packed.get_or_init(|| packed)))
+    }
+
+    /// The output head `w` packed for `d W` where the engine's product runs.
+    pub(crate) fn head_packed_rows(&self, w: &Tensor) -> Result<Option<&crate::sgemm::PackedRhs>> {
+        if !crate::sgemm::supported() || !crate::kernels::fused_ok(w) {
+            return Ok(None);
+        }
+        if let Some(p) = self.head_packed_rows.get() {
+            return Ok(Some(p));
+        }
+        let (vocab, h) = w.dims2()?;
+        let packed = crate::kernels::with_f32(w, |w| {
+            crate::sgemm::PackedRhs::pack(crate::sgemm::View::row_major(w, vocab, h))
+        })?;
+        Ok(Some(self.head_packed_rows.get_or_init(|| packed)))
     }
 
     /// Attaches fresh LoRA adapters (PEFT initialisation from `cfg.seed`) to the targets of

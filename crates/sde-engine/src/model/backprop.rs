@@ -230,7 +230,10 @@ impl Llama {
         let (hf, rf) = rms_forward(&x, &self.norm, self.cfg.rms_norm_eps)?;
         let w_head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let picked = hf.index_select(&loss_positions, 0)?;
-        let logits = picked.mm(&w_head.t()?)?;
+        let logits = match self.head_packed(w_head, &picked)? {
+            Some(p) => kernels::packed_matmul_sum(&[(&picked, Packed::F32(p))], &[])?,
+            None => picked.mm(&w_head.t()?)?,
+        };
         let norm = normaliser.max(1) as f64;
         let target_ids = batch.targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
         let (loss, dlogits) =
@@ -249,7 +252,10 @@ impl Llama {
                     (loss, dlogits)
                 }
             };
-        let dpicked = dlogits.mm(w_head)?;
+        let dpicked = match self.head_packed_rows(w_head)? {
+            Some(p) => kernels::packed_matmul_sum(&[(&dlogits, Packed::F32(p))], &[])?,
+            None => dlogits.mm(w_head)?,
+        };
         let dhf = Tensor::zeros((n, h), DType::F32, x.device())?.index_add(
             &loss_positions,
             &dpicked,

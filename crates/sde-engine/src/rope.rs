@@ -19,6 +19,10 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::kernels::{fused_ok, with_f32};
 
+/// Outputs below this many elements are rotated on the calling thread: a decode step's
+/// heads (576 elements at batch 1) cost less than handing them to the pool.
+const PARALLEL_FROM: usize = 1 << 14;
+
 /// The sizes of one group of rows: `g` sequences of `t` positions, `heads` heads of width
 /// `hd`.
 #[derive(Debug, Clone, Copy)]
@@ -58,17 +62,20 @@ pub(crate) fn rotated_heads(
     with_f32(y, |y| {
         with_f32(cos, |cos| {
             with_f32(sin, |sin| {
-                out.par_chunks_mut(t * hd)
-                    .enumerate()
-                    .for_each(|(gh, block)| {
-                        let (gi, h) = (gh / heads, gh % heads);
-                        for (ti, o) in block.chunks_exact_mut(hd).enumerate() {
-                            let row = start + gi * t + ti;
-                            let x = &y[row * heads * hd + h * hd..][..hd];
-                            let at = (gi * t + ti) * half;
-                            rotate(o, x, &cos[at..at + half], &sin[at..at + half], false);
-                        }
-                    });
+                let head = |(gh, block): (usize, &mut [f32])| {
+                    let (gi, h) = (gh / heads, gh % heads);
+                    for (ti, o) in block.chunks_exact_mut(hd).enumerate() {
+                        let row = start + gi * t + ti;
+                        let x = &y[row * heads * hd + h * hd..][..hd];
+                        let at = (gi * t + ti) * half;
+                        rotate(o, x, &cos[at..at + half], &sin[at..at + half], false);
+                    }
+                };
+                if out.len() < PARALLEL_FROM {
+                    out.chunks_mut(t * hd).enumerate().for_each(head);
+                } else {
+                    out.par_chunks_mut(t * hd).enumerate().for_each(head);
+                }
             })
         })
     })???;
@@ -95,14 +102,19 @@ pub(crate) fn unrotated_rows(d: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<O
     with_f32(d, |d| {
         with_f32(cos, |cos| {
             with_f32(sin, |sin| {
-                out.par_chunks_mut(w).enumerate().for_each(|(row, o)| {
+                let row = |(row, o): (usize, &mut [f32])| {
                     let (gi, ti) = (row / t, row % t);
                     let at = row * half;
                     for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
                         let x = &d[((gi * heads + h) * t + ti) * hd..][..hd];
                         rotate(oh, x, &cos[at..at + half], &sin[at..at + half], true);
                     }
-                });
+                };
+                if out.len() < PARALLEL_FROM {
+                    out.chunks_mut(w).enumerate().for_each(row);
+                } else {
+                    out.par_chunks_mut(w).enumerate().for_each(row);
+                }
             })
         })
     })???;

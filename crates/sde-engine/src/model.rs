@@ -251,6 +251,24 @@ struct Geometry {
     precision: crate::lora::InferencePrecision,
 }
 
+/// The head `w` (`[vocab, h]`) packed into `cell` on first use, as the operand `view(w, vocab,
+/// h)`, where the engine's product runs ([`crate::sgemm::supported`]).
+fn packed_once<'a>(
+    cell: &'a std::sync::OnceLock<crate::sgemm::PackedRhs>,
+    w: &Tensor,
+    view: impl for<'w> Fn(&'w [f32], usize, usize) -> crate::sgemm::View<'w>,
+) -> Result<Option<&'a crate::sgemm::PackedRhs>> {
+    if !crate::sgemm::supported() || !crate::kernels::fused_ok(w) {
+        return Ok(None);
+    }
+    if let Some(p) = cell.get() {
+        return Ok(Some(p));
+    }
+    let (vocab, h) = w.dims2()?;
+    let packed = crate::kernels::with_f32(w, |w| crate::sgemm::PackedRhs::pack(view(w, vocab, h)))?;
+    Ok(Some(cell.get_or_init(|| packed)))
+}
+
 impl Geometry {
     /// The geometry of positions `from..` only, as queries over all keys: their rotations and
     /// bias rows.
@@ -591,39 +609,26 @@ impl Llama {
         Ok(y.reshape(out)?)
     }
 
-    /// The packed output head `w` for inference on `x` where the engine's product runs
-    /// ([`crate::sgemm::supported`]).
+    /// The output head `w` packed for `x Wᵀ` where the engine's product runs
+    /// ([`crate::sgemm::supported`]) and `x` records no autograd ops.
     pub(crate) fn head_packed(
         &self,
         w: &Tensor,
         x: &Tensor,
     ) -> Result<Option<&crate::sgemm::PackedRhs>> {
-        if x.track_op() || !crate::sgemm::supported() || !crate::kernels::fused_ok(w) {
+        if x.track_op() {
             return Ok(None);
         }
-        if let Some(p) = self.head_packed.get() {
-            return Ok(Some(p));
-        }
-        let (vocab, h) = w.dims2()?;
-        let packed = crate::kernels::with_f32(w, |w| {
-            crate::sgemm::PackedRhs::pack(crate::sgemm::View::transposed(w, h, vocab))
-        })?;
-        Ok(Some(self.head_packed.get_or_init(|| packed)))
+        packed_once(&self.head_packed, w, |w, vocab, h| {
+            crate::sgemm::View::transposed(w, h, vocab)
+        })
     }
 
     /// The output head `w` packed for `d W` where the engine's product runs.
     pub(crate) fn head_packed_rows(&self, w: &Tensor) -> Result<Option<&crate::sgemm::PackedRhs>> {
-        if !crate::sgemm::supported() || !crate::kernels::fused_ok(w) {
-            return Ok(None);
-        }
-        if let Some(p) = self.head_packed_rows.get() {
-            return Ok(Some(p));
-        }
-        let (vocab, h) = w.dims2()?;
-        let packed = crate::kernels::with_f32(w, |w| {
-            crate::sgemm::PackedRhs::pack(crate::sgemm::View::row_major(w, vocab, h))
-        })?;
-        Ok(Some(self.head_packed_rows.get_or_init(|| packed)))
+        packed_once(&self.head_packed_rows, w, |w, vocab, h| {
+            crate::sgemm::View::row_major(w, vocab, h)
+        })
     }
 
     /// Attaches fresh LoRA adapters (PEFT initialisation from `cfg.seed`) to the targets of

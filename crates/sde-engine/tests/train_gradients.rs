@@ -54,6 +54,29 @@ fn assert_equals_autograd(
     }
 }
 
+/// The hand-written training pass of a fresh LoRA model against autograd over the forward of
+/// another one with the same seed (which draws the same dropout masks in the same order).
+fn assert_backward_equals_autograd(
+    what: &str,
+    batch: &TrainBatch,
+    normaliser: usize,
+    tied: bool,
+    dropout: f64,
+) {
+    let auto = lora_model(tied, dropout);
+    let h = auto
+        .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, true)
+        .unwrap();
+    let loss = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
+        auto.logits(x)
+    })
+    .unwrap();
+    let store = loss.backward().unwrap();
+    let manual = lora_model(tied, dropout);
+    let got = manual.lora_loss_and_grads(batch, normaliser).unwrap();
+    assert_equals_autograd(what, &auto, &got, &loss, &store);
+}
+
 /// A right-padded batch of two rows with BOS: `first_prompt` → `[30, 31, 4]` with the loss on
 /// the completion (No-MI), and `[8, 3]` → `[17, 40]` with the loss on every token (MI).
 fn two_row_batch(first_prompt: &[u32]) -> TrainBatch {
@@ -214,20 +237,8 @@ fn hand_written_backward_equals_autograd() {
     for (tied, dropout) in [(true, 0.0), (false, 0.0), (true, 0.3)] {
         let batch = two_row_batch(&[5, 9, 13, 7, 21, 6, 6]);
         let normaliser = batch.n_loss_tokens + 3;
-        let auto = lora_model(tied, dropout);
-        let h = auto
-            .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, true)
-            .unwrap();
-        let loss = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
-            auto.logits(x)
-        })
-        .unwrap();
-        let store = loss.backward().unwrap();
-        // A fresh model draws the same dropout masks in the same order.
-        let manual = lora_model(tied, dropout);
-        let got = manual.lora_loss_and_grads(&batch, normaliser).unwrap();
         let what = format!("tied {tied} dropout {dropout}");
-        assert_equals_autograd(&what, &auto, &got, &loss, &store);
+        assert_backward_equals_autograd(&what, &batch, normaliser, tied, dropout);
     }
 }
 
@@ -255,19 +266,8 @@ fn completion_only_loss_runs_the_last_layer_on_its_window_with_the_same_gradient
     let batch = collate(&[&long, &short], 2, &Device::Cpu).unwrap();
     for (tied, dropout) in [(true, 0.0), (false, 0.3)] {
         let normaliser = batch.n_loss_tokens;
-        let auto = lora_model(tied, dropout);
-        let h = auto
-            .forward_hidden(&batch.input_ids, Some(&batch.attention_mask), None, true)
-            .unwrap();
-        let loss = masked_loss(&h, &batch.loss_positions, &batch.targets, normaliser, |x| {
-            auto.logits(x)
-        })
-        .unwrap();
-        let store = loss.backward().unwrap();
-        let manual = lora_model(tied, dropout);
-        let got = manual.lora_loss_and_grads(&batch, normaliser).unwrap();
         let what = format!("window, tied {tied} dropout {dropout}");
-        assert_equals_autograd(&what, &auto, &got, &loss, &store);
+        assert_backward_equals_autograd(&what, &batch, normaliser, tied, dropout);
     }
 }
 

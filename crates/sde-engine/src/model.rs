@@ -76,9 +76,9 @@ pub struct Llama {
     /// by inference where the engine's product does not run (see `Linear`).
     head_t: std::sync::OnceLock<Tensor>,
     /// The output head packed as the right operand of `x Wᵀ` for the engine's product
-    /// ([`crate::sgemm`]), made on first use by inference where that product runs, in place
-    /// of `head_t` (the same size): the head is about a fifth of a scoring pass's arithmetic,
-    /// and this product ran it 1.25× as fast as gemm at 1280 rows.
+    /// ([`crate::sgemm`]), made on first use by inference or training where that product
+    /// runs, in place of `head_t` (the same size): the head is about a fifth of a scoring
+    /// pass's arithmetic, and this product ran it 1.25× as fast as gemm at 1280 rows.
     head_packed: std::sync::OnceLock<crate::sgemm::PackedRhs>,
     /// The output head packed as the right operand of `d W`, the gradient of the head's input
     /// in training, made on first use there. With `head_packed`, the two head products at
@@ -460,9 +460,11 @@ impl Llama {
         self.forward_hidden_from(input_ids, attention_mask, cache, train, 0)
     }
 
-    /// [`Llama::forward_hidden`] at positions `from..t` only, `[b, t - from, hidden]`. Without
-    /// a cache, the last layer runs its queries, output projection and MLP on those positions
-    /// only (its keys and values cover all): nothing reads its other outputs.
+    /// [`Llama::forward_hidden`] at positions `from..t` only, `[b, t - from, hidden]`, for
+    /// inference without a cache: the last layer runs its queries, output projection and MLP
+    /// on those positions only (its keys and values cover all), as nothing reads its other
+    /// outputs. (Training's window is `model::backprop`'s, which draws LoRA dropout masks as
+    /// for the whole input.)
     pub(crate) fn forward_hidden_from(
         &self,
         input_ids: &Tensor,
@@ -479,6 +481,11 @@ impl Llama {
             return Err(EngineError::invalid(format!(
                 "hidden states asked from position {from} of {t}"
             )));
+        }
+        if from > 0 && train {
+            return Err(EngineError::invalid(
+                "hidden states from a position are not taken with LoRA dropout on",
+            ));
         }
         let new_mask: Vec<Vec<bool>> = match attention_mask {
             Some(m) => {

@@ -2,12 +2,14 @@
 //!
 //! The gemm crate's AVX2 path ran the engine's shapes (576 to 1536 wide, hundreds to
 //! thousands of rows) at about half of the FMA rate of a Zen 3 core. This is the classic
-//! blocked product: both operands packed per block (except that the AVX-512 tile reads whole
-//! tiles of a row-major left operand in place, six row pointers), a register tile of [`MR`]
-//! rows (six broadcasts per step of the inner dimension) by one panel of [`NR`] columns (two 8-lane
-//! registers) with AVX2 or up to [`PANELS_512`] panels (one 16-lane register each) with
-//! AVX-512, the inner dimension taken whole up to [`KC_MAX`] so that each output tile is
-//! written once, and the output tile prefetched before its sums start.
+//! blocked product: both operands packed per block (except that the AVX-512 tile reads the
+//! rows of a row-major left operand in place, one pointer a row), a register tile of up to
+//! [`MR`] rows (one broadcast a row per step of the inner dimension) by one panel of [`NR`]
+//! columns (two 8-lane registers) with AVX2 or up to [`PANELS_512`] panels (one 16-lane
+//! register each) with AVX-512, the inner dimension taken whole up to [`KC_MAX`] so that each
+//! output tile is written once, and the output tile prefetched before its sums start. A tile
+//! of fewer rows (the last of a matrix, or the one to eight rows of a decode step) is compiled
+//! for its height, so that it does only its own rows' sums.
 //!
 //! Its main use is a frozen weight packed once ([`PackedRhs`]): the gemm crate packs its
 //! left operand (the weight, in its column-major view of `x Wᵀ`) again in every product, and
@@ -576,9 +578,8 @@ fn run_block(
                 let add = accumulate || p0 > 0;
                 let last = p0 + kc == k;
                 let apack = &mut apack[..tiles * kc * MR];
-                // The AVX-512 tiles read whole tiles of a row-major `a` where they lie.
-                let direct =
-                    |ir: usize| isa == Isa::Avx512 && a.col_stride == 1 && i0 + (ir + 1) * MR <= m;
+                // The AVX-512 tiles read the rows of a row-major `a` where they lie.
+                let direct = |_: usize| isa == Isa::Avx512 && a.col_stride == 1;
                 for (ir, tile) in apack.chunks_mut(kc * MR).enumerate() {
                     if !direct(ir) {
                         pack_rows(tile, a, i0 + ir * MR, p0, kc);
@@ -605,46 +606,17 @@ fn run_block(
                         } else {
                             TileRows::packed(ap)
                         };
+                        let rows = MR.min(m - r0);
                         // `c (+)= a b` over `depth` inner positions for this tile.
                         let tile = |depth: usize, a: TileRows<'_>, b: &[f32], add: bool| {
                             assert!(b.len() == wide * depth * NR);
                             let c = (out as *mut f32).wrapping_add(r0 * ldd + c0 + j * NR);
-                            let rows = MR.min(m - r0);
                             // SAFETY: the CPU has the tile's instruction set (`isa` came from
-                            // `isa()`); `a` holds its `MR` rows of `depth` positions (asserted
-                            // here for the AVX2 tile, by `kernel_avx512` itself for its own) and
-                            // `b` `wide` panels of `depth` groups (asserted); rows `r0..r0 + rows`
-                            // and columns `c0 + j * NR..+cols` lie inside `dst` (asserted
-                            // above), and no other task writes them.
-                            unsafe {
-                                match (isa, wide) {
-                                    (Isa::Avx2, _) => kernel(
-                                        depth,
-                                        {
-                                            a.check(depth);
-                                            a.packed_ptr()
-                                        },
-                                        b.as_ptr(),
-                                        c,
-                                        ldd,
-                                        rows,
-                                        cols,
-                                        add,
-                                    ),
-                                    (Isa::Avx512, 1) => {
-                                        kernel_avx512::<1>(depth, a, b, c, ldd, rows, cols, add)
-                                    }
-                                    (Isa::Avx512, 2) => {
-                                        kernel_avx512::<2>(depth, a, b, c, ldd, rows, cols, add)
-                                    }
-                                    (Isa::Avx512, 3) => {
-                                        kernel_avx512::<3>(depth, a, b, c, ldd, rows, cols, add)
-                                    }
-                                    (Isa::Avx512, _) => {
-                                        kernel_avx512::<4>(depth, a, b, c, ldd, rows, cols, add)
-                                    }
-                                }
-                            }
+                            // `isa()`); `a` holds the tile's `rows` rows of `depth` positions
+                            // and `b` `wide` panels of `depth` groups (asserted by `tile`);
+                            // rows `r0..r0 + rows` and columns `c0 + j * NR..+cols` lie inside
+                            // `dst` (asserted above), and no other task writes them.
+                            unsafe { tile(isa, wide, rows, depth, a, b, c, ldd, cols, add) }
                         };
                         tile(kc, rows_a, bp, add);
                         if let Some(l) = low.filter(|_| last) {
@@ -794,10 +766,12 @@ impl<'a> TileRows<'a> {
         }
     }
 
-    /// Asserts that all `MR` rows of `depth` inner positions lie inside `data`.
-    fn check(&self, depth: usize) {
+    /// Asserts that `rows` rows of `depth` inner positions lie inside `data`.
+    fn check(&self, rows: usize, depth: usize) {
         assert!(
-            depth > 0 && (MR - 1) * self.row_stride + (depth - 1) * self.step < self.data.len()
+            rows > 0
+                && depth > 0
+                && (rows - 1) * self.row_stride + (depth - 1) * self.step < self.data.len()
         );
     }
 
@@ -830,30 +804,29 @@ fn pack_rows(tile: &mut [f32], a: View<'_>, r0: usize, p0: usize, kc: usize) {
     }
 }
 
-/// One register tile: `c (+)= a b` over `kc` inner positions, for the packed rows `a`
-/// (`kc × MR`) and columns `b` (`kc × NR`); `c` has row stride `ldc`, and only its first
-/// `rows` rows and `cols` columns are written.
+/// One register tile of `R <= MR` rows: `c (+)= a b` over `kc` inner positions, for the
+/// packed rows `a` (`kc × MR`, of which the first `R` of each group are read) and columns `b`
+/// (`kc × NR`); `c` has row stride `ldc`, and only its `R` rows and first `cols` columns are
+/// written.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `a` and `b` hold `kc` packed groups; rows `< rows` and columns
+/// The CPU has AVX2 and FMA; `a` and `b` hold `kc` packed groups; rows `< R` and columns
 /// `< cols` of `c` are valid for reads and writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
+unsafe fn kernel<const R: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    rows: usize,
     cols: usize,
     add: bool,
 ) {
     use std::arch::x86_64::*;
     // The output tile is usually out of cache: fetching it while the sums run hides the wait.
-    for r in 0..rows {
-        // SAFETY: row `r < rows` of `c` is valid (the caller's contract); a prefetch of an
+    for r in 0..R {
+        // SAFETY: row `r < R` of `c` is valid (the caller's contract); a prefetch of an
         // address inside it does not fault.
         unsafe {
             let row = c.add(r * ldc);
@@ -861,7 +834,7 @@ unsafe fn kernel(
             _mm_prefetch::<_MM_HINT_T0>(row.add(cols - 1).cast());
         }
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for p in 0..kc {
         // SAFETY: `p < kc` packed groups of `NR` and `MR` values (the caller's contract).
         unsafe {
@@ -874,9 +847,9 @@ unsafe fn kernel(
             }
         }
     }
-    if rows == MR && cols == NR {
+    if cols == NR {
         for (r, acc) in acc.iter().enumerate() {
-            // SAFETY: a full tile: all `MR` rows and `NR` columns are valid.
+            // SAFETY: all `R` rows and `NR` columns are valid.
             unsafe {
                 let row = c.add(r * ldc);
                 let (mut v0, mut v1) = (acc[0], acc[1]);
@@ -892,15 +865,15 @@ unsafe fn kernel(
     }
     let mut tile = [0f32; MR * NR];
     for (r, acc) in acc.iter().enumerate() {
-        // SAFETY: `tile` holds `MR` rows of `NR` floats.
+        // SAFETY: `tile` holds `MR >= R` rows of `NR` floats.
         unsafe {
             _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR), acc[0]);
             _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + 8), acc[1]);
         }
     }
-    for r in 0..rows {
+    for r in 0..R {
         for (cc, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
-            // SAFETY: row `r < rows`, column `cc < cols` (the caller's contract).
+            // SAFETY: row `r < R`, column `cc < cols` (the caller's contract).
             unsafe {
                 let at = c.add(r * ldc + cc);
                 *at = if add { *at + v } else { v };
@@ -910,13 +883,11 @@ unsafe fn kernel(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
+unsafe fn kernel<const R: usize>(
     _: usize,
     _: *const f32,
     _: *const f32,
     _: *mut f32,
-    _: usize,
     _: usize,
     _: usize,
     _: bool,
@@ -924,44 +895,44 @@ unsafe fn kernel(
     unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
 }
 
-/// The AVX-512 register tile: `c (+)= a b` over `kc` inner positions, for the tile's [`MR`]
-/// rows `a` and `P` consecutive packed panels `b` (`P × kc × NR`); `c` has row stride
-/// `ldc`, and only its first `rows` rows and `cols` columns are written.
+/// The AVX-512 register tile of `R <= MR` rows: `c (+)= a b` over `kc` inner positions, for
+/// the tile's rows `a` and `P` consecutive packed panels `b` (`P × kc × NR`); `c` has row
+/// stride `ldc`, and only its `R` rows and first `cols` columns are written. A tile of fewer
+/// rows than [`MR`] (a matrix's last, or a decode step's one to five) does only its own rows'
+/// sums.
 ///
 /// # Safety
-/// The CPU has AVX-512F; rows `< rows` and columns `< cols` of `c` are valid for reads and
+/// The CPU has AVX-512F; rows `< R` and columns `< cols` of `c` are valid for reads and
 /// writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512<const P: usize>(
+unsafe fn kernel_avx512<const P: usize, const R: usize>(
     kc: usize,
     a: TileRows<'_>,
     b: &[f32],
     c: *mut f32,
     ldc: usize,
-    rows: usize,
     cols: usize,
     add: bool,
 ) {
     use std::arch::x86_64::*;
-    a.check(kc);
-    assert!(b.len() >= P * kc * NR && rows <= MR && cols <= P * NR);
-    for r in 0..rows {
+    a.check(R, kc);
+    assert!(b.len() >= P * kc * NR && R <= MR && cols <= P * NR);
+    for r in 0..R {
         for at in (0..cols).step_by(NR) {
-            // SAFETY: row `r < rows`, column `at < cols` of `c` are valid (the caller's
+            // SAFETY: row `r < R`, column `at < cols` of `c` are valid (the caller's
             // contract); a prefetch does not fault.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + at).cast()) };
         }
     }
     let (rows_a, step, b) = (
-        std::array::from_fn::<_, MR, _>(|r| a.data[r * a.row_stride..].as_ptr()),
+        std::array::from_fn::<_, R, _>(|r| a.data[r * a.row_stride..].as_ptr()),
         a.step,
         b.as_ptr(),
     );
-    let mut acc = [[_mm512_setzero_ps(); P]; MR];
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
     for p in 0..kc {
-        // SAFETY: `p < kc`: element `p` of each of the `MR` rows of `a` and row `p` of each of
+        // SAFETY: `p < kc`: element `p` of each of the `R` rows of `a` and row `p` of each of
         // the `P` panels of `b` (`NR` values each) lie inside the slices (asserted above).
         unsafe {
             let w: [__m512; P] =
@@ -974,14 +945,14 @@ unsafe fn kernel_avx512<const P: usize>(
             }
         }
     }
-    for (r, acc) in acc.iter().enumerate().take(rows) {
+    for (r, acc) in acc.iter().enumerate() {
         for (i, v) in acc.iter().enumerate() {
             let lanes = cols.saturating_sub(i * NR).min(NR);
             if lanes == 0 {
                 break;
             }
             let mask = (((1u32 << lanes) - 1) & 0xFFFF) as u16;
-            // SAFETY: row `r < rows`, columns `i * NR..i * NR + lanes` (`<= cols`) of `c`
+            // SAFETY: row `r < R`, columns `i * NR..i * NR + lanes` (`<= cols`) of `c`
             // are valid; the masked lanes are neither read nor written.
             unsafe {
                 let at = c.add(r * ldc + i * NR);
@@ -996,18 +967,65 @@ unsafe fn kernel_avx512<const P: usize>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512<const P: usize>(
+unsafe fn kernel_avx512<const P: usize, const R: usize>(
     _: usize,
     _: TileRows<'_>,
     _: &[f32],
     _: *mut f32,
     _: usize,
     _: usize,
-    _: usize,
     _: bool,
 ) {
     unreachable!("sgemm only runs on x86-64 CPUs with AVX2")
+}
+
+/// [`kernel`] or [`kernel_avx512`] for a tile of `rows` rows (`1..=MR`) and `wide` panels
+/// (`1..=PANELS_512`; AVX2 tiles take one).
+///
+/// # Safety
+/// The CPU has `isa`; `a` holds the tile's `rows` rows of `kc` positions (packed, for AVX2),
+/// `b` its `wide` panels; rows `< rows` and columns `< cols` of `c` are valid for reads and
+/// writes, and no other thread writes them.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    isa: Isa,
+    wide: usize,
+    rows: usize,
+    kc: usize,
+    a: TileRows<'_>,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
+    macro_rules! by_rows {
+        ($k:ident[$($p:literal)?], $a:expr, $b:expr) => {
+            match rows {
+                1 => $k::<$($p,)? 1>(kc, $a, $b, c, ldc, cols, add),
+                2 => $k::<$($p,)? 2>(kc, $a, $b, c, ldc, cols, add),
+                3 => $k::<$($p,)? 3>(kc, $a, $b, c, ldc, cols, add),
+                4 => $k::<$($p,)? 4>(kc, $a, $b, c, ldc, cols, add),
+                5 => $k::<$($p,)? 5>(kc, $a, $b, c, ldc, cols, add),
+                _ => $k::<$($p,)? MR>(kc, $a, $b, c, ldc, cols, add),
+            }
+        };
+    }
+    assert!((1..=MR).contains(&rows));
+    // SAFETY: the caller's contract.
+    unsafe {
+        match (isa, wide) {
+            (Isa::Avx2, _) => {
+                assert!(b.len() >= kc * NR);
+                a.check(MR, kc);
+                by_rows!(kernel[], a.packed_ptr(), b.as_ptr())
+            }
+            (Isa::Avx512, 1) => by_rows!(kernel_avx512[1], a, b),
+            (Isa::Avx512, 2) => by_rows!(kernel_avx512[2], a, b),
+            (Isa::Avx512, 3) => by_rows!(kernel_avx512[3], a, b),
+            (Isa::Avx512, _) => by_rows!(kernel_avx512[4], a, b),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1066,6 +1084,10 @@ pub(crate) mod tests {
             (7, 64, 1000),
             (300, 1300, 33),
             (64, 2000, 64),
+            // Tiles of every height: one decode step's rows.
+            (1, 576, 192),
+            (3, 200, 70),
+            (8, 576, 100),
             // Several blocks of columns (`PACKED_B_MAX`), several parts of the inner
             // dimension (`K_PART_MAX`).
             (40, 3000, 400),

@@ -272,7 +272,14 @@ fn generate_batch(
     let ids = Tensor::from_vec(ids, (b, t), device)?;
     let mask = Tensor::from_vec(mask, (b, t), device)?;
     let hidden = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;
-    let mut logits = model.logits(&hidden.i((.., t - 1, ..))?.contiguous()?)?;
+    let mut slots: Vec<usize> = (0..b).collect();
+    let mut head = StepHead::new(
+        model,
+        &hidden.i((.., t - 1, ..))?.contiguous()?,
+        &slots,
+        &seen,
+        config,
+    )?;
     let mut rngs: Vec<ChaCha8Rng> = rows
         .iter()
         .map(|(i, _)| match config.decoding {
@@ -292,21 +299,27 @@ fn generate_batch(
     let mut active = vec![config.max_new_tokens > 0; b];
     // Cache row i holds prompt row slots[i]; finished rows leave the cache so that the
     // remaining steps compute only unfinished ones.
-    let mut slots: Vec<usize> = (0..b).collect();
     for step in 0..config.max_new_tokens {
-        let rows_logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let rows_logits = match &head {
+            StepHead::Logits(l) => l.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?,
+            StepHead::Chosen(_) => Vec::new(),
+        };
         let mut next = vec![pad; slots.len()];
         for (i, &r) in slots.iter().enumerate() {
-            let mut l = rows_logits[i].clone();
-            apply_repetition_penalty(&mut l, &seen[r], config.repetition_penalty);
-            let tok = match config.decoding {
-                Decoding::Greedy => argmax(&l),
-                Decoding::Sample {
-                    temperature,
-                    top_p,
-                    top_k,
-                    ..
-                } => sample(&l, temperature, top_k, top_p, &mut rngs[r]),
+            let tok = if let StepHead::Chosen(tokens) = &head {
+                tokens[i]
+            } else {
+                let mut l = rows_logits[i].clone();
+                apply_repetition_penalty(&mut l, &seen[r], config.repetition_penalty);
+                match config.decoding {
+                    Decoding::Greedy => argmax(&l),
+                    Decoding::Sample {
+                        temperature,
+                        top_p,
+                        top_k,
+                        ..
+                    } => sample(&l, temperature, top_k, top_p, &mut rngs[r]),
+                }
             };
             next[i] = tok;
             seen[r][tok as usize] = true;
@@ -331,9 +344,41 @@ fn generate_batch(
         let next = Tensor::from_vec(next, (n, 1), device)?;
         let ones = Tensor::ones((n, 1), candle_core::DType::U32, device)?;
         let hidden = model.forward_hidden(&next, Some(&ones), Some(&mut cache), false)?;
-        logits = model.logits(&hidden.i((.., 0, ..))?.contiguous()?)?;
+        head = StepHead::new(
+            model,
+            &hidden.i((.., 0, ..))?.contiguous()?,
+            &slots,
+            &seen,
+            config,
+        )?;
     }
     Ok(gens)
+}
+
+/// What a step's output head gives: logits, or for greedy decoding through the screened
+/// head ([`Llama::screened_greedy`]) the chosen tokens themselves.
+enum StepHead {
+    Logits(Tensor),
+    Chosen(Vec<u32>),
+}
+
+impl StepHead {
+    /// The head over `hidden` (`[rows, hidden]`), row `i` being prompt row `slots[i]`.
+    fn new(
+        model: &Llama,
+        hidden: &Tensor,
+        slots: &[usize],
+        seen: &[Vec<bool>],
+        config: &GenerateConfig,
+    ) -> Result<Self> {
+        if config.decoding == Decoding::Greedy {
+            let seen: Vec<&[bool]> = slots.iter().map(|&r| seen[r].as_slice()).collect();
+            if let Some(tokens) = model.screened_greedy(hidden, &seen, config.repetition_penalty)? {
+                return Ok(StepHead::Chosen(tokens));
+            }
+        }
+        Ok(StepHead::Logits(model.logits(hidden)?))
+    }
 }
 
 #[cfg(test)]

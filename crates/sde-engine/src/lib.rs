@@ -26,6 +26,7 @@ pub mod prefix;
 mod q8;
 mod rope;
 pub mod score;
+mod screen;
 pub mod sgemm;
 pub mod tokenizer;
 pub mod train;

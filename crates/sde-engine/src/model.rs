@@ -87,6 +87,12 @@ pub struct Llama {
     head_packed_rows: std::sync::OnceLock<crate::sgemm::PackedRhs>,
     /// Q8_0 copy of the output head for decode steps (see [`Llama::set_q8_decode`]).
     head_q8: Option<crate::q8::Q8Matrix>,
+    /// Greedy decoding's screen of the f32 head (`screen.rs`), made on first use; `None`
+    /// inside where the CPU cannot run it.
+    head_screen: std::sync::OnceLock<Option<crate::screen::HeadScreen>>,
+    /// Whether greedy decoding reads the f32 head through `head_screen`
+    /// ([`Llama::set_head_screen`]).
+    screen_head: bool,
     /// Which products read the Q8_0 copies.
     q8_scope: Q8Scope,
     /// Whether the decoder layers' products with their frozen weights run in bf16
@@ -385,6 +391,8 @@ impl Llama {
             head_packed: std::sync::OnceLock::new(),
             head_packed_rows: std::sync::OnceLock::new(),
             head_q8: None,
+            head_screen: std::sync::OnceLock::new(),
+            screen_head: true,
             q8_scope: Q8Scope::Off,
             bf16: false,
             inv_freq,
@@ -614,6 +622,62 @@ impl Llama {
         let mut out = dims;
         *out.last_mut().unwrap() = self.cfg.vocab_size;
         Ok(y.reshape(out)?)
+    }
+
+    /// The greedy tokens of the rows of `hidden` (`[m, hidden]`, final hidden states), each
+    /// after HF's repetition penalty over its row of `seen`: the tokens the f32 head's logits
+    /// ([`Llama::logits`]) give, found through a Q8_0 copy of the head that bounds every
+    /// logit, with f32 logits only for the tokens the bounds cannot rule out (`screen.rs`).
+    /// `None` where it does not apply (a Q8_0 head of [`Llama::set_q8_decode`], a CPU without
+    /// the engine's products, a value that is not finite, the screen switched off): the
+    /// caller then takes [`Llama::logits`].
+    pub(crate) fn screened_greedy(
+        &self,
+        hidden: &Tensor,
+        seen: &[&[bool]],
+        penalty: f64,
+    ) -> Result<Option<Vec<u32>>> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        if !self.screen_head
+            || self.head_q8.is_some()
+            || hidden.track_op()
+            || !crate::kernels::fused_ok(hidden)
+            || !crate::kernels::fused_ok(w)
+        {
+            return Ok(None);
+        }
+        let (m, h) = hidden.dims2()?;
+        let (vocab, wh) = w.dims2()?;
+        if h != wh || seen.len() != m || seen.iter().any(|s| s.len() != vocab) {
+            return Err(EngineError::invalid(format!(
+                "screened head: {m} rows of width {h}, {} seen lists, head [{vocab}, {wh}]",
+                seen.len()
+            )));
+        }
+        let screen = match self.head_screen.get() {
+            Some(s) => s,
+            None => {
+                let s =
+                    crate::kernels::with_f32(w, |w| crate::screen::HeadScreen::new(w, vocab, h))?;
+                self.head_screen.get_or_init(|| s)
+            }
+        };
+        let Some(screen) = screen else {
+            return Ok(None);
+        };
+        crate::kernels::with_f32(hidden, |x| {
+            crate::kernels::with_f32(w, |w| {
+                screen
+                    .screen(x, m)
+                    .map(|s| (0..m).map(|r| s.argmax(r, w, seen[r], penalty).0).collect())
+            })
+        })?
+    }
+
+    /// Whether greedy decoding reads the f32 output head through its Q8_0 screen (on by
+    /// default; the tokens are the same either way, see [`Llama::screened_greedy`]).
+    pub fn set_head_screen(&mut self, on: bool) {
+        self.screen_head = on;
     }
 
     /// The output head `w` packed for `x Wᵀ` where the engine's product runs

@@ -221,7 +221,7 @@ fn avx2_available() -> bool {
 }
 
 /// One block of 32 values as Q8_0: the f16-rounded scale and the quantized values.
-fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
+pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -335,6 +335,14 @@ impl LowRank {
 }
 
 impl PackedQ8 {
+    /// `w` (`[n, k]`) quantized to Q8_0 and packed for the best product this CPU runs; `None`
+    /// where it runs none or `k` is not a multiple of 32.
+    pub(crate) fn q8_0(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        let isa =
+            PackedIsa::detect().filter(|_| k.is_multiple_of(BLOCK) && n > 0 && w.len() == n * k)?;
+        Some(Self::quantize(w, n, k, isa))
+    }
+
     /// Packs `w` (`[n, k]`, `k` a multiple of 32) for products with `isa`, which the CPU must
     /// have.
     fn quantize(w: &[f32], n: usize, k: usize, isa: PackedIsa) -> Self {
@@ -409,7 +417,7 @@ impl PackedQ8 {
     }
 
     /// `out[m, n] = x[m, k] · Wᵀ`, both quantized to Q8_0.
-    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+    pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let blocks = self.k / BLOCK;
         // Inputs with one scale per (row, block): unsigned bytes (q + 128) for VNNI; for AVX2
         // the signed values' bits followed by their magnitudes (computed once here rather

@@ -285,6 +285,36 @@ pub fn gemm_packed(dst: &mut [f32], a: View<'_>, b: &PackedRhs, accumulate: bool
     gemm_packed_low_rank(dst, a, b, None, accumulate, parallel);
 }
 
+/// Elements of a product as [`gemm`] and [`gemm_packed`] compute them with this module's
+/// tiles: `x` a row of the left operand, each of `ys` a column of the right one (all of the
+/// inner dimension's length). The same fused multiply-adds in the same order (one chain per
+/// block of the inner dimension, the blocks' sums added in turn), so the same bits; the `N`
+/// chains are interleaved so that they do not wait on each other.
+///
+/// # Panics
+/// If a column's length is not `x`'s.
+pub fn dots_as_product<const N: usize>(x: &[f32], ys: [&[f32]; N]) -> [f32; N] {
+    let k = x.len();
+    assert!(
+        ys.iter().all(|y| y.len() == k),
+        "sgemm: dot of unequal lengths"
+    );
+    let mut out = [0f32; N];
+    for (i, p0) in (0..k).step_by(Plan::new(k, 1).kc_len).enumerate() {
+        let end = (p0 + Plan::new(k, 1).kc_len).min(k);
+        let mut acc = [0f32; N];
+        for (p, &xp) in x.iter().enumerate().take(end).skip(p0) {
+            for (a, y) in acc.iter_mut().zip(&ys) {
+                *a = xp.mul_add(y[p], *a);
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = if i == 0 { a } else { a + *o };
+        }
+    }
+    out
+}
+
 /// A product of low inner dimension added to a bigger one ([`gemm_packed_low_rank`]):
 /// `u @ v`, `u` `[m, r]` and `v` `[r, n]` (a LoRA adapter's term `(x Aᵀ) Bᵀ`).
 #[derive(Debug, Clone, Copy)]
@@ -1059,6 +1089,61 @@ pub(crate) mod tests {
                 vec![Isa::Avx2]
             }
             Some(Isa::Avx512) => vec![Isa::Avx2, Isa::Avx512],
+        }
+    }
+
+    /// `dots_as_product` gives the bits of the products' elements: inner dimensions of one
+    /// block, several, and several parts.
+    #[test]
+    fn dots_equal_the_products_elements_bit_for_bit() {
+        if !supported() {
+            eprintln!("note: this CPU lacks AVX2 or FMA; no product to compare with");
+            return;
+        }
+        for (i, &(m, k, n)) in [
+            (3, 37, 20),
+            (7, 576, 50),
+            (2, 700, 33),
+            (9, 1536, 17),
+            (2, 5000, 18),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let a = values(m * k, 7 * i as u64);
+            let b = values(n * k, 7 * i as u64 + 1);
+            // `b` holds the columns of the right operand as rows (`x Wᵀ`, as the output head).
+            let packed = PackedRhs::pack(View::transposed(&b, k, n));
+            let mut dst = vec![0f32; m * n];
+            gemm_packed(&mut dst, View::row_major(&a, m, k), &packed, false, true);
+            let mut plain = vec![0f32; m * n];
+            gemm(
+                &mut plain,
+                View::row_major(&a, m, k),
+                View::transposed(&b, k, n),
+                false,
+                true,
+            );
+            for r in 0..m {
+                let x = &a[r * k..(r + 1) * k];
+                for c in (0..n).step_by(2) {
+                    let d = (c + 1).min(n - 1);
+                    let [y0, y1] =
+                        dots_as_product(x, [&b[c * k..(c + 1) * k], &b[d * k..(d + 1) * k]]);
+                    for (col, y) in [(c, y0), (d, y1)] {
+                        assert_eq!(
+                            y.to_bits(),
+                            dst[r * n + col].to_bits(),
+                            "{m}x{k}x{n} ({r}, {col})"
+                        );
+                        assert_eq!(
+                            y.to_bits(),
+                            plain[r * n + col].to_bits(),
+                            "{m}x{k}x{n} ({r}, {col})"
+                        );
+                    }
+                }
+            }
         }
     }
 

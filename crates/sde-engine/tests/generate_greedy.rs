@@ -223,6 +223,57 @@ fn default_model_shared_prefix_decodes_like_full_prompts() {
     assert_eq!(shared, full);
 }
 
+/// On the default model, greedy decoding through the screened f32 head (a Q8_0 copy bounds
+/// every logit; see `Llama::set_head_screen`) chooses the tokens of the f32 head itself: the
+/// fixture prompts alone and after an in-context demonstration, with and without the
+/// repetition penalty, batched.
+#[test]
+fn default_model_screened_head_chooses_the_f32_heads_tokens() {
+    let Some(dir) = fixtures_dir() else { return };
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("greedy.json")).unwrap()).unwrap();
+    let mut loaded = sde_engine::load("default").expect("default model loads");
+    let eos = loaded.tokenizer.eos_id().unwrap();
+    let demo = loaded
+        .tokenizer
+        .encode(
+            "Review: The pasta was bland and the waiter forgot our drinks.\nAspects: food negative, service negative\n\nReview: ",
+            false,
+        )
+        .unwrap();
+    let plain: Vec<Vec<u32>> = fx["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| ids(&c["prompt_ids"]))
+        .collect();
+    let prompts: Vec<Vec<u32>> = plain
+        .iter()
+        .cloned()
+        .chain(
+            plain
+                .iter()
+                .map(|p| demo.iter().chain(p).copied().collect()),
+        )
+        .collect();
+    for penalty in [1.0, 1.1] {
+        let cfg = GenerateConfig {
+            max_new_tokens: 40,
+            repetition_penalty: penalty,
+            batch_size: 4,
+            share_prefix: false,
+            ..GenerateConfig::default()
+        };
+        loaded.model.set_head_screen(true);
+        let screened = generate(&loaded.model, &prompts, &[eos], &cfg, |_| {}).unwrap();
+        loaded.model.set_head_screen(false);
+        let f32_head = generate(&loaded.model, &prompts, &[eos], &cfg, |_| {}).unwrap();
+        assert_eq!(screened, f32_head, "repetition penalty {penalty}");
+        let tokens: usize = screened.iter().map(Generation::new_tokens).sum();
+        eprintln!("penalty {penalty}: {tokens} tokens the same with and without the screen");
+    }
+}
+
 /// Q8_0 decode steps against the f32 reference: the share of transformers' greedy tokens
 /// reproduced before the first divergence, per scope (printed, and held to the figures
 /// measured when the option was added, with a small margin).

@@ -700,7 +700,10 @@ fn bytes_per_weight(format: &str) -> Option<f64> {
 }
 
 /// The weight bytes one decode step reads for a generation row (both sides): every layer
-/// weight and the output head once. `None` where the row's layer formats are unknown.
+/// weight and the output head once. The engine's greedy decoding reads its head in Q8_0
+/// either way (a Q8_0 head, or the f32 head's Q8_0 screen, whose few f32 rows a step reads
+/// besides are left out); the peer's reads it in f32. `None` where the row's layer formats
+/// are unknown.
 fn decode_step_bytes(row: &Row) -> Option<f64> {
     const F32: f64 = 4.0;
     let quantized = row.side.starts_with("decode-q8");
@@ -709,7 +712,7 @@ fn decode_step_bytes(row: &Row) -> Option<f64> {
         [one] if quantized => bytes_per_weight(one)?,
         _ => return None,
     };
-    let head = if matches!(row.side, "decode-q8-all" | "decode-q8-prompts") {
+    let head = if row.engine {
         bytes_per_weight("Q8_0")?
     } else {
         F32
@@ -1097,10 +1100,10 @@ fn render_bandwidth(s: &mut String, r: &Report<'_>) {
         let goal = 4.0 * peer.tok_s;
         let _ = writeln!(
             s,
-            "\nFour times HF generate() in f32 is {goal:.1} new tokens/s: {} the f32 ceiling of {ceiling:.1}{}.",
+            "\nFour times HF generate() in f32 is {goal:.1} new tokens/s: {} the ceiling of the engine's f32 decoding (f32 layers, the output head read through its Q8_0 screen) of {ceiling:.1}{}.",
             if goal > ceiling { "above" } else { "within" },
             if goal > ceiling {
-                ", out of reach of any f32 decoder on this machine"
+                ", out of reach of f32 layers on this machine"
             } else {
                 ""
             }
@@ -1619,13 +1622,17 @@ mod tests {
             bf16_vs_f32: None,
             steps_tok_s: None,
         };
-        // 134,479,872 weights (30 layers of 3,538,944 and a 576 x 49,152 head).
-        assert_eq!(decode_step_bytes(&row("sde", &[])), Some(537_919_488.0));
+        // 134,479,872 weights (30 layers of 3,538,944 and a 576 x 49,152 head), all f32 for
+        // the peer; the engine's f32 layers with its head's Q8_0 screen (34 bytes per 32).
         assert_eq!(decode_step_bytes(&row("decode", &[])), Some(537_919_488.0));
-        // Layers at 34 bytes per 32 weights, head in f32.
+        assert_eq!(
+            decode_step_bytes(&row("sde", &[])),
+            Some(424_673_280.0 + 30_081_024.0)
+        );
+        // Layers at 34 bytes per 32 weights, the head's screen too.
         assert_eq!(
             decode_step_bytes(&row("decode-q8", &["Q8_0"])),
-            Some(112_803_840.0 + 113_246_208.0)
+            Some(112_803_840.0 + 30_081_024.0)
         );
         assert_eq!(
             decode_step_bytes(&row("decode-q8-all", &["Q8_0"])),

@@ -299,9 +299,10 @@ pub fn dots_as_product<const N: usize>(x: &[f32], ys: [&[f32]; N]) -> [f32; N] {
         ys.iter().all(|y| y.len() == k),
         "sgemm: dot of unequal lengths"
     );
+    let kc = Plan::new(k, 1).kc_len;
     let mut out = [0f32; N];
-    for (i, p0) in (0..k).step_by(Plan::new(k, 1).kc_len).enumerate() {
-        let end = (p0 + Plan::new(k, 1).kc_len).min(k);
+    for (i, p0) in (0..k).step_by(kc).enumerate() {
+        let end = (p0 + kc).min(k);
         let mut acc = [0f32; N];
         for (p, &xp) in x.iter().enumerate().take(end).skip(p0) {
             for (a, y) in acc.iter_mut().zip(&ys) {

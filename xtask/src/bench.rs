@@ -1208,7 +1208,7 @@ fn render(r: &Report<'_>) -> String {
                 "- Engine: `sde-bench-worker` (release, the workspace's `target-cpu=native`), candle with the gemm backend{}.",
                 match r.sde_own_matmul.as_deref() {
                     Some("AVX2") => "; the projections' f32 products in the engine's own AVX2 kernel (`sgemm`: this CPU has AVX2 and FMA but not AVX-512), frozen weights packed for it once".to_string(),
-                    Some(isa) => format!("; the f32 products with the frozen weights (`x Wᵀ` in training's forward and all of inference, `dy W` in training's backward) in the engine's own {isa} kernel (`sgemm`), the weights packed for it once per orientation; the others (attention heads, training's output head) in the gemm crate's"),
+                    Some(isa) => format!("; the f32 products with the frozen weights (`x Wᵀ` in training's forward and all of inference, `dy W` in training's backward, the output head's too) in the engine's own {isa} kernel (`sgemm`), the weights packed for it once per orientation; greedy decoding's f32 output head read through its Q8_0 screen (the f32 head's tokens, `screen.rs`); the attention heads' products in the gemm crate's"),
                     None => String::new(),
                 }
             );

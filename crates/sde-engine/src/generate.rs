@@ -271,11 +271,12 @@ fn generate_batch(
     };
     let ids = Tensor::from_vec(ids, (b, t), device)?;
     let mask = Tensor::from_vec(mask, (b, t), device)?;
-    let hidden = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;
+    // Only the last position's hidden state reaches the output head.
+    let hidden = model.forward_hidden_from(&ids, Some(&mask), Some(&mut cache), false, t - 1)?;
     let mut slots: Vec<usize> = (0..b).collect();
     let mut head = StepHead::new(
         model,
-        &hidden.i((.., t - 1, ..))?.contiguous()?,
+        &hidden.i((.., 0, ..))?.contiguous()?,
         &slots,
         &seen,
         config,

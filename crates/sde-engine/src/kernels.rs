@@ -602,6 +602,70 @@ pub(crate) fn rms_forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, T
     ))
 }
 
+/// `x = residual + delta` and the RMSNorm of `x` over rows of the last dimension, in one pass:
+/// `(x, x / sqrt(mean(x²) + eps) * w)`, with candle's arithmetic (the squares summed in order,
+/// a division by the root), so the bits are those of candle's add and `rms_norm`.
+pub(crate) fn add_rms_norm(
+    residual: &Tensor,
+    delta: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let dims = residual.dims().to_vec();
+    let h = *dims.last().unwrap_or(&1);
+    let n = residual.elem_count();
+    let w = with_f32(w, <[f32]>::to_vec)?;
+    if delta.dims() != dims.as_slice() || w.len() != h {
+        return Err(crate::error::EngineError::invalid(format!(
+            "add_rms_norm: residual {dims:?}, delta {:?}, weight [{}]",
+            delta.dims(),
+            w.len()
+        )));
+    }
+    let (mut x, mut y) = (vec![0f32; n], vec![0f32; n]);
+    with_f32(residual, |r| {
+        with_f32(delta, |d| {
+            let rows = h * ROW_BLOCK;
+            x.par_chunks_mut(rows)
+                .zip(y.par_chunks_mut(rows))
+                .enumerate()
+                .for_each(|(blk, (xb, yb))| {
+                    for (i, (xr, yr)) in xb.chunks_mut(h).zip(yb.chunks_mut(h)).enumerate() {
+                        let at = (blk * ROW_BLOCK + i) * h;
+                        for ((o, &a), &b) in xr.iter_mut().zip(&r[at..at + h]).zip(&d[at..at + h]) {
+                            *o = a + b;
+                        }
+                        let sum2 = xr.iter().map(|v| v * v).sum::<f32>();
+                        let m = (sum2 / h as f32 + eps).sqrt();
+                        for ((o, &v), &wv) in yr.iter_mut().zip(xr.iter()).zip(&w) {
+                            *o = v / m * wv;
+                        }
+                    }
+                });
+        })
+    })??;
+    let dev = residual.device();
+    Ok((
+        Tensor::from_vec(x, dims.clone(), dev)?,
+        Tensor::from_vec(y, dims, dev)?,
+    ))
+}
+
+/// [`add_rms_norm`], or candle's add and `rms_norm` where the fused kernels do not apply.
+pub(crate) fn add_rms_norm_or_generic(
+    residual: &Tensor,
+    delta: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    if fused_ok(residual) && fused_ok(delta) && fused_ok(w) && residual.dims() == delta.dims() {
+        return add_rms_norm(residual, delta, w, eps);
+    }
+    let x = (residual + delta)?;
+    let y = candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)?;
+    Ok((x, y))
+}
+
 /// RMSNorm backward plus the residual gradient: `resid + (g*w - xhat * mean(g*w*xhat)) * r`
 /// with `xhat = x * r`.
 pub(crate) fn rms_backward_add(
@@ -1079,6 +1143,31 @@ mod tests {
         for (a, b) in x.iter().zip(&y) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
+    }
+
+    /// The fused residual add and RMSNorm give candle's add and `rms_norm` bit for bit, on
+    /// enough rows to run in parallel and on a few, with a ragged last row block.
+    #[test]
+    fn add_rms_norm_equals_candles_add_and_norm_bit_for_bit() {
+        let dev = Device::Cpu;
+        for (rows, h) in [(3, 40), (37, 96), (300, 576)] {
+            let r = Tensor::randn(0f32, 1.0, (rows, h), &dev).unwrap();
+            let d = Tensor::randn(0f32, 2.0, (rows, h), &dev).unwrap();
+            let w = Tensor::randn(1f32, 0.3, h, &dev).unwrap();
+            let (x, y) = add_rms_norm(&r, &d, &w, 1e-5).unwrap();
+            let x_ref = (&r + &d).unwrap();
+            let y_ref = candle_nn::ops::rms_norm(&x_ref, &w, 1e-5).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|f| f.to_bits()).collect()
+            };
+            assert_eq!(bits(&x), bits(&x_ref), "sum, {rows} rows");
+            assert_eq!(bits(&y), bits(&y_ref), "norm, {rows} rows");
+        }
+        let r = Tensor::zeros((2, 8), candle_core::DType::F32, &dev).unwrap();
+        let d = Tensor::zeros((2, 7), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::ones(8, candle_core::DType::F32, &dev).unwrap();
+        assert!(add_rms_norm(&r, &d, &w, 1e-5).is_err());
     }
 
     #[test]

@@ -469,9 +469,9 @@ impl Llama {
     }
 
     /// [`Llama::forward_hidden`] at positions `from..t` only, `[b, t - from, hidden]`, for
-    /// inference without a cache: the last layer runs its queries, output projection and MLP
-    /// on those positions only (its keys and values cover all), as nothing reads its other
-    /// outputs. (Training's window is `model::backprop`'s, which draws LoRA dropout masks as
+    /// inference: the last layer runs its queries, output projection and MLP on those
+    /// positions only (its keys and values cover all, and a cache keeps them all), as nothing
+    /// reads its other outputs. (Training's window is `model::backprop`'s, which draws LoRA dropout masks as
     /// for the whole input.)
     pub(crate) fn forward_hidden_from(
         &self,
@@ -538,33 +538,29 @@ impl Llama {
             .index_select(&ids, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
         let diff = self.differentiable();
-        // The last layer's queries from `from` on, where no cache keeps its keys for later.
-        let window = match (from, cache.is_some()) {
-            (0, _) => None,
-            (_, false) => Some(geo.window(from)?),
-            (_, true) => {
-                return Err(EngineError::invalid(
-                    "hidden states from a position are not taken with a cache",
-                ));
-            }
+        // The last layer's queries from `from` on: nothing reads its other outputs (its keys
+        // and values, which a cache keeps, still cover every position).
+        let window = match from {
+            0 => None,
+            _ => Some(geo.window(from)?),
         };
         let last = self.layers.len().saturating_sub(1);
+        let first_norm = self.layers.first().map_or(&self.norm, |l| &l.input_norm);
+        // `hn`: the normalized input of the next block (the final norm's output at the end).
+        let mut hn = self.rms_norm(&x, first_norm, diff)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let win = window.as_ref().filter(|_| i == last);
             let residual = match win {
                 Some(_) => x.narrow(1, from, t - from)?,
-                None => x.clone(),
+                None => x,
             };
-            let hn = self.rms_norm(&x, &layer.input_norm, diff)?;
             let kv = cache
                 .as_deref_mut()
                 .map(|c| (c.k[i].clone(), c.v[i].clone()));
             let attn = self.attention(layer, &hn, &geo, win, kv, train, diff)?;
-            x = (residual + attn)?;
-            let residual = x.clone();
-            let hn = self.rms_norm(&x, &layer.post_norm, diff)?;
-            let g = layer.gate.forward(&hn, train, geo.precision, &self.rng)?;
-            let u = layer.up.forward(&hn, train, geo.precision, &self.rng)?;
+            let (h, hm) = self.add_norm(&residual, &attn, &layer.post_norm, diff)?;
+            let g = layer.gate.forward(&hm, train, geo.precision, &self.rng)?;
+            let u = layer.up.forward(&hm, train, geo.precision, &self.rng)?;
             // Without autograd the fused kernel serves; with it, candle's ops record the graph.
             let act = if diff {
                 (g.silu()? * u)?
@@ -572,7 +568,8 @@ impl Llama {
                 crate::kernels::swiglu_or_generic(&g, &u)?
             };
             let m = layer.down.forward(&act, train, geo.precision, &self.rng)?;
-            x = (residual + m)?;
+            let next_norm = self.layers.get(i + 1).map_or(&self.norm, |l| &l.input_norm);
+            (x, hn) = self.add_norm(&h, &m, next_norm, diff)?;
         }
         if let Some(c) = cache {
             for (row, m) in c.mask.iter_mut().zip(&new_mask) {
@@ -580,7 +577,7 @@ impl Llama {
             }
             c.len += t;
         }
-        self.rms_norm(&x, &self.norm, diff)
+        Ok(hn)
     }
 
     /// The output head over hidden states `[n, hidden]` or `[b, t, hidden]` → logits with the
@@ -908,6 +905,23 @@ impl Llama {
             out.push(("lm_head.weight".into(), h.clone()));
         }
         out
+    }
+
+    /// `residual + delta` and its RMSNorm with weight `w`: one fused pass without autograd.
+    fn add_norm(
+        &self,
+        residual: &Tensor,
+        delta: &Tensor,
+        w: &Tensor,
+        diff: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        if diff {
+            let x = (residual + delta)?;
+            let y = self.rms_norm(&x, w, diff)?;
+            return Ok((x, y));
+        }
+        let eps = self.cfg.rms_norm_eps as f32;
+        crate::kernels::add_rms_norm_or_generic(residual, delta, w, eps)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor, diff: bool) -> Result<Tensor> {
@@ -1239,6 +1253,44 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// A prompt pass into a cache that runs the last layer on the last position only gives
+    /// that position's hidden state and the same cache as the full pass, so that the decode
+    /// step after it is unchanged too (left padding included).
+    #[test]
+    fn windowed_prompt_pass_fills_the_cache_as_the_full_pass() {
+        let cfg = LlamaConfig::tiny(96, 64, 3, 4, 2);
+        let model = Llama::random(cfg, 11, &Device::Cpu).unwrap();
+        let (b, t) = (2, 9);
+        let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 37 + 5) % 96).collect();
+        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
+        let mask: Vec<u32> = (0..b * t).map(|i| u32::from(i >= 3)).collect();
+        let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu).unwrap();
+        let next = Tensor::from_vec(vec![7u32, 8], (b, 1), &Device::Cpu).unwrap();
+        let ones = Tensor::ones((b, 1), DType::U32, &Device::Cpu).unwrap();
+        let run = |from: usize| {
+            let mut cache = KvCache::new(&model, b, t + 1).unwrap();
+            let h = model
+                .forward_hidden_from(&ids, Some(&mask), Some(&mut cache), false, from)
+                .unwrap();
+            let step = model
+                .forward_hidden(&next, Some(&ones), Some(&mut cache), false)
+                .unwrap();
+            (h.narrow(1, h.dim(1).unwrap() - 1, 1).unwrap(), step, cache)
+        };
+        let (full, full_step, full_cache) = run(0);
+        let (last, last_step, last_cache) = run(t - 1);
+        assert_eq!(max_diff(&last, &full), 0.0);
+        assert_eq!(max_diff(&last_step, &full_step), 0.0);
+        for (a, b) in full_cache.k.iter().zip(&last_cache.k) {
+            assert_eq!(max_diff(a, b), 0.0);
+        }
+        for (a, b) in full_cache.v.iter().zip(&last_cache.v) {
+            assert_eq!(max_diff(a, b), 0.0);
+        }
+        assert_eq!(full_cache.mask, last_cache.mask);
+        assert_eq!(full_cache.len, last_cache.len);
     }
 
     /// [`Q8Scope::LayersHeadAndPrompts`] takes generation's prompts into Q8_0 and nothing

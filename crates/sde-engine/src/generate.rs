@@ -215,7 +215,8 @@ pub fn generate(
     for chunk in order.chunks(config.batch_size.max(1)) {
         let rows: Vec<(usize, &[u32])> =
             chunk.iter().map(|&i| (i, prompts[i].as_slice())).collect();
-        let batch = crate::kernels::in_pool(|| generate_batch(model, &rows, stop_ids, config))?;
+        let batch =
+            crate::kernels::in_pool_awake(|| generate_batch(model, &rows, stop_ids, config))?;
         for (&i, g) in chunk.iter().zip(batch) {
             out[i] = Some(g);
         }

@@ -12,11 +12,14 @@
 //! Invariant: results equal candle's `matmul` up to float summation order (tested below).
 #![allow(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::bf16::PackedBf16;
+
 use crate::error::Result;
 use crate::sgemm::PackedRhs;
 
@@ -30,6 +33,42 @@ pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let mut out = None;
     rayon::scope(|_| out = Some(f()));
     out.expect("the scope ran its body")
+}
+
+/// [`in_pool`] with the pool's other threads kept awake until `f` returns: each spins,
+/// taking the pool's work as it appears, instead of going to sleep between parallel
+/// regions. For loops of many short parallel products (a decode step makes about ten per
+/// layer, some of a few microseconds a thread), where waking a sleeping thread for each cost
+/// more than its share of the work. The other threads stay busy for the whole of `f`.
+pub(crate) fn in_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    /// Sets the flag when dropped, so that the spinning threads stop even if `f` panics.
+    struct Raise<'a>(&'a AtomicBool);
+    impl Drop for Raise<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    in_pool(|| {
+        let owner = rayon::current_thread_index();
+        let done = AtomicBool::new(false);
+        rayon::scope(|s| {
+            s.spawn_broadcast(|_, ctx| {
+                // The thread running `f` takes its copy between its own jobs: not to spin.
+                if Some(ctx.index()) == owner {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        for _ in 0..16 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            });
+            let _raise = Raise(&done);
+            f()
+        })
+    })
 }
 
 /// Products with fewer FLOPs than this run single-threaded.
@@ -1143,6 +1182,26 @@ mod tests {
         for (a, b) in x.iter().zip(&y) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
+    }
+
+    /// Work inside [`in_pool_awake`] runs on the pool as usual and gives its result; a panic
+    /// inside it still stops the spinning threads (the scope ends and the pool serves the
+    /// next call) and reaches the caller.
+    #[test]
+    fn awake_pool_runs_parallel_work_and_stops_after_a_panic() {
+        let sum = in_pool_awake(|| (0..100_000u64).into_par_iter().map(|i| i * 3).sum::<u64>());
+        assert_eq!(sum, 3 * 99_999 * 100_000 / 2);
+        let caught = std::panic::catch_unwind(|| {
+            in_pool_awake(|| {
+                let n: usize = (0..1000).into_par_iter().map(|i| i % 7).sum();
+                if n > 0 {
+                    panic!("inside the awake pool");
+                }
+            })
+        });
+        assert!(caught.is_err());
+        let again = in_pool_awake(|| (0..1000u32).into_par_iter().filter(|i| i % 2 == 0).count());
+        assert_eq!(again, 500);
     }
 
     /// The fused residual add and RMSNorm give candle's add and `rms_norm` bit for bit, on

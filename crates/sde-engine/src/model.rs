@@ -471,8 +471,8 @@ impl Llama {
     /// [`Llama::forward_hidden`] at positions `from..t` only, `[b, t - from, hidden]`, for
     /// inference: the last layer runs its queries, output projection and MLP on those
     /// positions only (its keys and values cover all, and a cache keeps them all), as nothing
-    /// reads its other outputs. (Training's window is `model::backprop`'s, which draws LoRA dropout masks as
-    /// for the whole input.)
+    /// reads its other outputs. (Training's window is `model::backprop`'s, which draws LoRA
+    /// dropout masks as for the whole input.)
     pub(crate) fn forward_hidden_from(
         &self,
         input_ids: &Tensor,

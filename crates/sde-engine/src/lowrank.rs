@@ -11,9 +11,15 @@
 //! block of rows, both over the same block of `D` while it is in cache (the backward's `dy B`
 //! and `dyᵀ (x Aᵀ)` read `dy` once from memory).
 //!
+//! On CPUs with AVX-512F, `Dᵀ E` runs with the width along 16-lane registers instead of the
+//! rank along 8-lane ones: three vectors of a row of `D` by eight broadcast values of `E`
+//! make 24 full-width FMAs per 11 loads, where the AVX2 tile makes eight half-width ones per
+//! nine. Each sum is made in the same order, so the results are the same bits.
+//!
 //! Invariant: `D M` is the f32 sum in order along the long dimension; `Dᵀ E` is that sum per
-//! part of the rows (one part per thread), the parts then added (both tested against a
-//! scalar reference). Only the order of the sums differs from other products.
+//! block of rows, added up per part of the rows (one part per thread), the parts then added
+//! (both tested against a scalar reference, and the AVX-512 `Dᵀ E` against the AVX2 one bit
+//! for bit). Only the order of the sums differs from other products.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
@@ -26,6 +32,19 @@ const ROW_BLOCK: usize = 32;
 /// up to 32).
 pub(crate) fn applies(r: usize) -> bool {
     matches!(r, 8 | 16 | 24 | 32) && avx2()
+}
+
+/// Whether the CPU has AVX-512F: `Dᵀ E` then runs with the width along 16-lane registers
+/// ([`outer_block_avx512`]).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 fn avx2() -> bool {
@@ -76,6 +95,8 @@ pub(crate) fn project_and_outer_sum(
     let part_rows = n.div_ceil(threads).div_ceil(ROW_BLOCK).max(1) * ROW_BLOCK;
     let parts = n.div_ceil(part_rows).max(1);
     let g_len = if e.is_some() { width * r } else { 0 };
+    // With AVX-512 the partial sums are kept transposed (`[r, width]`).
+    let wide = avx512();
     let mut partial = vec![0f32; parts * g_len];
     let mut p_parts: Vec<&mut [f32]> = if with_m {
         p.chunks_mut(part_rows * r).collect()
@@ -101,8 +122,14 @@ pub(crate) fn project_and_outer_sum(
             }
             if let Some(e) = e {
                 let eb = &e[(r0 + b0) * r..(r0 + b0 + br) * r];
-                // SAFETY: as above.
-                unsafe { outer_block(db, br, width, eb, r, gp) };
+                // SAFETY: as above, and `wide` only where the CPU has AVX-512F.
+                unsafe {
+                    if wide {
+                        outer_block_avx512(db, br, width, eb, r, gp);
+                    } else {
+                        outer_block(db, br, width, eb, r, gp);
+                    }
+                }
             }
         }
     };
@@ -127,6 +154,15 @@ pub(crate) fn project_and_outer_sum(
     for part in partial[g_len..].chunks_exact(g_len) {
         for (x, y) in g.iter_mut().zip(part) {
             *x += y;
+        }
+    }
+    if wide {
+        let gt = g;
+        g = vec![0f32; g_len];
+        for (c, row) in gt.chunks_exact(width).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                g[o * r + c] = v;
+            }
         }
     }
     (p, g)
@@ -279,6 +315,101 @@ unsafe fn outer_tiles<const C: usize, const O: usize>(
     }
 }
 
+/// [`outer_block`] with the width along 16-lane registers, into a transposed `gᵀ` (`[r,
+/// width]`): each row of `D` is read as vectors and each of `E`'s values broadcast, so that a
+/// tile of three vectors by eight ranks (24 accumulators) makes 24 full-width FMAs per 11
+/// loads. Each sum is the one [`outer_block`] makes, in the same order.
+///
+/// # Safety
+/// The CPU has AVX-512F; `r` is 8, 16, 24 or 32; `d` holds `[rows, width]`, `e` `[rows, r]`
+/// and `gt` `[r, width]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn outer_block_avx512(
+    d: &[f32],
+    rows: usize,
+    width: usize,
+    e: &[f32],
+    r: usize,
+    gt: &mut [f32],
+) {
+    assert!(d.len() >= rows * width && e.len() >= rows * r && gt.len() >= width * r);
+    let vectors = width.div_ceil(16);
+    for c0 in (0..r).step_by(8) {
+        let mut v0 = 0;
+        while v0 < vectors {
+            // SAFETY: the caller's contract; vectors `v0..` lie within `width.div_ceil(16)`
+            // and ranks `c0..c0 + 8` within `r`.
+            unsafe {
+                match vectors - v0 {
+                    1 => outer_tile_avx512::<1>(d, rows, width, e, r, gt, c0, v0),
+                    2 => outer_tile_avx512::<2>(d, rows, width, e, r, gt, c0, v0),
+                    _ => outer_tile_avx512::<3>(d, rows, width, e, r, gt, c0, v0),
+                }
+            }
+            v0 += 3;
+        }
+    }
+}
+
+/// One tile of [`outer_block_avx512`]: columns `16 v0..16 (v0 + V)` of `D` (those past
+/// `width` masked off) by ranks `c0..c0 + 8`.
+///
+/// # Safety
+/// As [`outer_block_avx512`], with `16 v0 < width` and `c0 + 8 <= r`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn outer_tile_avx512<const V: usize>(
+    d: &[f32],
+    rows: usize,
+    width: usize,
+    e: &[f32],
+    r: usize,
+    gt: &mut [f32],
+    c0: usize,
+    v0: usize,
+) {
+    use std::arch::x86_64::*;
+    let masks: [__mmask16; V] = std::array::from_fn(|v| {
+        let lanes = width.saturating_sub(16 * (v0 + v)).min(16);
+        ((1u32 << lanes) - 1) as __mmask16
+    });
+    let (dp, ep, gp) = (d.as_ptr(), e.as_ptr(), gt.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); V]; 8];
+    for t in 0..rows {
+        // SAFETY: row `t < rows` of `D` holds `width` floats (the masks keep the loads
+        // inside them) and of `E` `r >= c0 + 8`.
+        unsafe {
+            let dv: [__m512; V] = std::array::from_fn(|v| {
+                _mm512_maskz_loadu_ps(masks[v], dp.add(t * width + 16 * (v0 + v)))
+            });
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*ep.add(t * r + c0 + k));
+                for (acc, dv) in acc.iter_mut().zip(&dv) {
+                    *acc = _mm512_fmadd_ps(*dv, x, *acc);
+                }
+            }
+        }
+    }
+    for (k, acc) in acc.iter().enumerate() {
+        for (v, acc) in acc.iter().enumerate() {
+            // SAFETY: row `c0 + k < r` of `gᵀ` holds `width` floats; the mask keeps the
+            // access inside them.
+            unsafe {
+                let at = gp.add((c0 + k) * width + 16 * (v0 + v));
+                let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], at), *acc);
+                _mm512_mask_storeu_ps(at, masks[v], sum);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn outer_block_avx512(_: &[f32], _: usize, _: usize, _: &[f32], _: usize, _: &mut [f32]) {
+    unreachable!("lowrank only runs on x86-64 CPUs with AVX2")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn project_block(_: &[f32], _: usize, _: usize, _: &[f32], _: usize, _: &mut [f32]) {
     unreachable!("lowrank only runs on x86-64 CPUs with AVX2")
@@ -297,6 +428,49 @@ mod tests {
     /// Both products, alone and together, on every rank, partial tiles and row blocks, one
     /// part of the rows or several: `D M` exactly the in-order f32 sums, `Dᵀ E` within
     /// rounding of an f64 reference.
+    /// The AVX-512 `Dᵀ E` tiles make the AVX2 tiles' sums bit for bit, added over several
+    /// row blocks, on every rank and on widths that leave partial vectors and tiles.
+    #[test]
+    fn wide_outer_sums_equal_the_avx2_ones_bit_for_bit() {
+        if !(avx2() && avx512()) {
+            eprintln!("note: no AVX-512 here; the AVX2 tiles run instead");
+            return;
+        }
+        for (i, &width) in [1usize, 16, 40, 48, 100, 576, 1536].iter().enumerate() {
+            for r in [8, 16, 24, 32] {
+                let n = 70;
+                let seed = 100 * i as u64 + r as u64;
+                let d = values(n * width, seed);
+                let e = values(n * r, seed + 1);
+                let (mut g, mut gt) = (values(width * r, seed + 2), vec![0f32; width * r]);
+                for o in 0..width {
+                    for c in 0..r {
+                        gt[c * width + o] = g[o * r + c];
+                    }
+                }
+                for b0 in (0..n).step_by(ROW_BLOCK) {
+                    let br = ROW_BLOCK.min(n - b0);
+                    let (db, eb) = (&d[b0 * width..(b0 + br) * width], &e[b0 * r..(b0 + br) * r]);
+                    // SAFETY: the CPU has AVX2, FMA and AVX-512F (checked above); the slices
+                    // hold the shapes.
+                    unsafe {
+                        outer_block(db, br, width, eb, r, &mut g);
+                        outer_block_avx512(db, br, width, eb, r, &mut gt);
+                    }
+                }
+                for o in 0..width {
+                    for c in 0..r {
+                        assert_eq!(
+                            gt[c * width + o].to_bits(),
+                            g[o * r + c].to_bits(),
+                            "width {width} r {r} at ({o}, {c})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn products_equal_a_scalar_reference() {
         if !avx2() {

@@ -24,6 +24,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -193,6 +194,7 @@ pub fn gemm(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, paralle
 /// [`gemm`] with the tiles of `isa`.
 fn gemm_on(isa: Isa, dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, parallel: bool) {
     check_view(&b);
+    let dst = Dst::written(dst);
     if !prepare(dst, &a, b.rows, b.cols, accumulate) {
         return;
     }
@@ -340,13 +342,59 @@ pub fn gemm_packed_low_rank(
     accumulate: bool,
     parallel: bool,
 ) {
-    gemm_packed_low_rank_on(detected(), dst, a, b, low_rank, accumulate, parallel);
+    gemm_packed_low_rank_on(
+        detected(),
+        Dst::written(dst),
+        a,
+        b,
+        low_rank,
+        accumulate,
+        parallel,
+    );
+}
+
+/// [`gemm_packed_low_rank`] into an output not written yet: `dst = a @ b (+ u @ v)`, every
+/// element of `dst[..a.rows * b.cols()]` written without being read, so that it need not be
+/// zeroed first.
+///
+/// # Panics
+/// As [`gemm_packed_low_rank`].
+pub fn gemm_packed_low_rank_unwritten(
+    dst: &mut [MaybeUninit<f32>],
+    a: View<'_>,
+    b: &PackedRhs,
+    low_rank: Option<LowRank<'_>>,
+    parallel: bool,
+) {
+    let dst = Dst {
+        ptr: dst.as_mut_ptr().cast(),
+        len: dst.len(),
+    };
+    gemm_packed_low_rank_on(detected(), dst, a, b, low_rank, false, parallel);
+}
+
+/// A product's output: `len` floats at `ptr`, which a product writes (each before reading
+/// it, unless it accumulates) and no one else touches while it runs.
+#[derive(Clone, Copy)]
+struct Dst {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl Dst {
+    /// The output in `dst`.
+    fn written(dst: &mut [f32]) -> Self {
+        Self {
+            ptr: dst.as_mut_ptr(),
+            len: dst.len(),
+        }
+    }
 }
 
 /// [`gemm_packed_low_rank`] with the tiles of `isa`.
 fn gemm_packed_low_rank_on(
     isa: Isa,
-    dst: &mut [f32],
+    dst: Dst,
     a: View<'_>,
     b: &PackedRhs,
     low_rank: Option<LowRank<'_>>,
@@ -469,17 +517,19 @@ fn detected() -> Isa {
 
 /// The checks of both products against a right operand of `b_rows × n`; `false` when there
 /// is nothing to compute (an empty product: its output zeroed unless accumulated).
-fn prepare(dst: &mut [f32], a: &View<'_>, b_rows: usize, n: usize, accumulate: bool) -> bool {
+fn prepare(dst: Dst, a: &View<'_>, b_rows: usize, n: usize, accumulate: bool) -> bool {
     let (m, k) = (a.rows, a.cols);
     assert_eq!(b_rows, k, "sgemm: inner dimensions differ");
-    assert!(dst.len() >= m * n, "sgemm: destination too small");
+    assert!(dst.len >= m * n, "sgemm: destination too small");
     check_view(a);
     if m == 0 || n == 0 {
         return false;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            // SAFETY: `dst` holds at least `m * n` floats (asserted above), and this product
+            // is the only one writing them.
+            unsafe { std::ptr::write_bytes(dst.ptr, 0, m * n) };
         }
         return false;
     }
@@ -565,7 +615,7 @@ fn pack_block(bpack: &mut [f32], b: View<'_>, kc_len: usize, parallel: bool) {
 #[allow(clippy::too_many_arguments)]
 fn run_block(
     isa: Isa,
-    dst: &mut [f32],
+    dst: Dst,
     ldd: usize,
     c0: usize,
     a: View<'_>,
@@ -584,13 +634,13 @@ fn run_block(
         (2 * threads).div_ceil(row_blocks).min(panels)
     };
     let per_chunk = panels.div_ceil(chunks);
-    assert!(dst.len() >= (m - 1) * ldd + c0 + n);
+    assert!(dst.len >= (m - 1) * ldd + c0 + n);
     assert!(b.packed.len() >= k * panels * NR);
     let r = low.map_or(0, |l| l.u.cols);
     if let Some(l) = low {
         assert!(l.u.rows == m && l.packed.len() >= r * panels * NR);
     }
-    let out = dst.as_mut_ptr() as usize;
+    let out = dst.ptr as usize;
     let bpack = b.packed;
     // A task's output rows stay in cache from one block of the inner dimension to the next.
     let task = |t: usize| {
@@ -1152,6 +1202,33 @@ pub(crate) mod tests {
     /// block or many, transposed operands, accumulation, one thread or all) against a
     /// scalar f64 product, and the same product with the right operand packed beforehand,
     /// with each instruction set's tiles.
+    /// A product into an output not yet written writes every element without reading it:
+    /// over NaNs, the same bits as into a written output.
+    #[test]
+    fn an_unwritten_output_gets_every_element_written() {
+        if !supported() {
+            return;
+        }
+        let (m, k, n, rank) = (300, 200, 170, 8);
+        let (av, bv) = (values(m * k, 1), values(k * n, 2));
+        let (uv, vv) = (values(m * rank, 3), values(rank * n, 4));
+        let a = View::row_major(&av, m, k);
+        let packed = PackedRhs::pack(View::row_major(&bv, k, n));
+        let low = LowRank {
+            u: View::row_major(&uv, m, rank),
+            v: View::row_major(&vv, rank, n),
+        };
+        let mut want = vec![0f32; m * n];
+        gemm_packed_low_rank(&mut want, a, &packed, Some(low), false, true);
+        let mut got = vec![MaybeUninit::new(f32::NAN); m * n];
+        gemm_packed_low_rank_unwritten(&mut got, a, &packed, Some(low), true);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // SAFETY: every element was initialised (to NaN) above.
+            let g = unsafe { g.assume_init() };
+            assert_eq!(g.to_bits(), w.to_bits(), "element {i}: {g} vs {w}");
+        }
+    }
+
     #[test]
     fn products_equal_a_scalar_reference() {
         for isa in isas() {
@@ -1227,7 +1304,7 @@ pub(crate) mod tests {
                 crate::kernels::in_pool(|| {
                     gemm_packed_low_rank_on(
                         isa,
-                        &mut packed_dst,
+                        Dst::written(&mut packed_dst),
                         a,
                         &packed,
                         None,
@@ -1257,7 +1334,7 @@ pub(crate) mod tests {
                     crate::kernels::in_pool(|| {
                         gemm_packed_low_rank_on(
                             isa,
-                            &mut low_dst,
+                            Dst::written(&mut low_dst),
                             a,
                             &packed,
                             Some(LowRank { u, v }),

@@ -36,11 +36,20 @@ pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     out.expect("the scope ran its body")
 }
 
+/// Whether an [`in_pool_awake`] region is running.
+static AWAKE: AtomicBool = AtomicBool::new(false);
+
 /// [`in_pool`] with the pool's other threads kept awake until `f` returns: each spins,
 /// taking the pool's work as it appears, instead of going to sleep between parallel
 /// regions. For loops of many short parallel products (a decode step makes about ten per
 /// layer, some of a few microseconds a thread), where waking a sleeping thread for each cost
-/// more than its share of the work. The other threads stay busy for the whole of `f`.
+/// more than its share of the work, and for train steps and scoring batches, whose wake-ups
+/// cost most under a hypervisor. The other threads stay busy for the whole of `f`.
+///
+/// One awake region runs at a time; another one started meanwhile (from another thread, or
+/// inside `f`) runs as plain [`in_pool`]. Two at once could deadlock: a thread spinning for
+/// one region runs a part of the other's work, and waiting inside it takes up the other's
+/// spinner, which then waits for the work beneath it.
 pub(crate) fn in_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     /// Sets the flag when dropped, so that the spinning threads stop even if `f` panics.
     struct Raise<'a>(&'a AtomicBool);
@@ -49,6 +58,20 @@ pub(crate) fn in_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             self.0.store(true, Ordering::Release);
         }
     }
+    /// Clears the flag when dropped: the awake region is over.
+    struct Lower<'a>(&'a AtomicBool);
+    impl Drop for Lower<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    if AWAKE
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return in_pool(f);
+    }
+    let _lower = Lower(&AWAKE);
     in_pool(|| {
         let owner = rayon::current_thread_index();
         let done = AtomicBool::new(false);
@@ -1265,8 +1288,43 @@ mod tests {
             })
         });
         assert!(caught.is_err());
+        assert!(
+            !AWAKE.load(Ordering::Acquire),
+            "the panic left the region marked running"
+        );
         let again = in_pool_awake(|| (0..1000u32).into_par_iter().filter(|i| i % 2 == 0).count());
         assert_eq!(again, 500);
+    }
+
+    /// Awake regions started from several threads at once, and one inside another, all
+    /// finish with their results (one spins at a time; the others run as plain `in_pool`).
+    #[test]
+    fn awake_regions_from_several_threads_at_once_finish() {
+        fn nested(depth: u32) -> u64 {
+            if depth == 0 {
+                return (0..2000u64).into_par_iter().map(|i| i % 13).sum();
+            }
+            let (a, b) = rayon::join(|| nested(depth - 1), || nested(depth - 1));
+            a + b
+        }
+        let want = 8 * (0..2000u64).map(|i| i % 13).sum::<u64>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..4 {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let got: Vec<u64> = (0..50)
+                    .map(|_| in_pool_awake(|| nested(2) + in_pool_awake(|| nested(2))))
+                    .collect();
+                let _ = tx.send(got);
+            });
+        }
+        // A deadlock shows as a run that never reports.
+        for _ in 0..4 {
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("an awake region did not finish in two minutes");
+            assert!(got.iter().all(|&g| g == want));
+        }
     }
 
     /// The fused residual add and RMSNorm give candle's add and `rms_norm` bit for bit, on

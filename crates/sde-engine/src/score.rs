@@ -104,7 +104,7 @@ pub fn sequence_logprobs_with(
     }
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(options.batch_size.max(1)) {
-        out.extend(crate::kernels::in_pool(|| {
+        out.extend(crate::kernels::in_pool_awake(|| {
             score_chunk(model, chunk, options.share_prefix)
         })?);
     }

@@ -185,7 +185,7 @@ impl Llama {
         normaliser: usize,
     ) -> Result<LossAndGrads> {
         if rayon::current_thread_index().is_none() {
-            return crate::kernels::in_pool(|| self.lora_loss_and_grads(batch, normaliser));
+            return crate::kernels::in_pool_awake(|| self.lora_loss_and_grads(batch, normaliser));
         }
         if self.lora.is_none() {
             return Err(EngineError::invalid(

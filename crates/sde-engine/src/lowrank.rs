@@ -425,9 +425,6 @@ mod tests {
     use super::*;
     use crate::sgemm::tests::values;
 
-    /// Both products, alone and together, on every rank, partial tiles and row blocks, one
-    /// part of the rows or several: `D M` exactly the in-order f32 sums, `Dᵀ E` within
-    /// rounding of an f64 reference.
     /// The AVX-512 `Dᵀ E` tiles make the AVX2 tiles' sums bit for bit, added over several
     /// row blocks, on every rank and on widths that leave partial vectors and tiles.
     #[test]
@@ -471,6 +468,9 @@ mod tests {
         }
     }
 
+    /// Both products, alone and together, on every rank, partial tiles and row blocks, one
+    /// part of the rows or several: `D M` exactly the in-order f32 sums, `Dᵀ E` within
+    /// rounding of an f64 reference.
     #[test]
     fn products_equal_a_scalar_reference() {
         if !avx2() {

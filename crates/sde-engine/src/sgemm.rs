@@ -1198,10 +1198,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// Every shape class (partial tiles in rows and columns, several inner blocks, one row
-    /// block or many, transposed operands, accumulation, one thread or all) against a
-    /// scalar f64 product, and the same product with the right operand packed beforehand,
-    /// with each instruction set's tiles.
     /// A product into an output not yet written writes every element without reading it:
     /// over NaNs, the same bits as into a written output.
     #[test]
@@ -1229,6 +1225,10 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every shape class (partial tiles in rows and columns, several inner blocks, one row
+    /// block or many, transposed operands, accumulation, one thread or all) against a
+    /// scalar f64 product, and the same product with the right operand packed beforehand,
+    /// with each instruction set's tiles.
     #[test]
     fn products_equal_a_scalar_reference() {
         for isa in isas() {

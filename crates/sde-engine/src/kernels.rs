@@ -446,7 +446,6 @@ pub(crate) fn packed_matmul_sum(
     let (m, n) = (x0.dim(0)?, p0.cols());
     // The first f32 product writes the output unzeroed; the others add to it.
     let mut dst = unwritten(m * n);
-    let mut is_written = false;
     let low_rank = match packed.last() {
         Some((_, Packed::F32(_))) => low_rank_factors(terms, m, n)?,
         _ => None,
@@ -476,14 +475,14 @@ pub(crate) fn packed_matmul_sum(
             };
             match p {
                 Packed::Bf16(p) => {
-                    if !is_written {
+                    if i == 0 {
                         dst.fill(MaybeUninit::new(0.0));
                     }
                     // SAFETY: written, just above or by an earlier term.
                     let d = unsafe { written_mut(&mut dst) };
                     crate::bf16::matmul_into(d, xd, m, p, i > 0);
                 }
-                Packed::F32(p) if is_written => low(&mut |low| {
+                Packed::F32(p) if i > 0 => low(&mut |low| {
                     // SAFETY: an earlier term wrote every element.
                     let d = unsafe { written_mut(&mut dst) };
                     crate::sgemm::gemm_packed_low_rank(d, a, p, low, true, true)
@@ -492,7 +491,6 @@ pub(crate) fn packed_matmul_sum(
                     crate::sgemm::gemm_packed_low_rank_unwritten(&mut dst, a, p, low, true)
                 })?,
             }
-            is_written = true;
             Ok(())
         })??;
     }

@@ -644,6 +644,17 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// `git describe --always --dirty` of the checkout at `root`; `None` outside a git checkout.
+fn source_commit(root: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|c| !c.is_empty())
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -777,6 +788,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let load_start = load_average();
     let cpu_start = cpu_times();
     let started = std::time::SystemTime::now();
+    let commit = source_commit(&root);
     let selected = |w: &Workload| {
         args.only
             .as_deref()
@@ -1021,6 +1033,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         load: (load_start, load_end),
         others,
         started,
+        commit,
         peer_versions,
         gguf: &gguf,
     });
@@ -1051,6 +1064,8 @@ struct Report<'a> {
     /// Share of the CPUs other processes used during the run.
     others: Option<f64>,
     started: std::time::SystemTime,
+    /// The checkout's commit at the start (`git describe --always --dirty`), where git runs.
+    commit: Option<String>,
     peer_versions: Option<Value>,
     gguf: &'a Path,
 }
@@ -1181,6 +1196,17 @@ fn render(r: &Report<'_>) -> String {
         utc(secs),
         cpu_model()
     );
+    if let Some(commit) = &r.commit {
+        let _ = writeln!(
+            s,
+            "- Source: commit `{commit}`{}.",
+            if commit.ends_with("-dirty") {
+                " (with uncommitted changes)"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "- Model: `{}`, dequantized to f32 on both sides.",

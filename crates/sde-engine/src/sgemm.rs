@@ -38,6 +38,8 @@ const NR: usize = 16;
 const KC_MAX: usize = 640;
 /// Panels per AVX-512 tile: `MR × PANELS_512` accumulators of 16 lanes.
 const PANELS_512: usize = 4;
+/// How far ahead, in rows of its panels, an AVX-512 tile prefetches the right operand.
+const PREFETCH_ROWS: usize = 16;
 /// Rows per block of the left operand: four register tiles share each column panel.
 const MC: usize = 4 * MR;
 /// Products of fewer rows stay with the gemm crate: at 128 rows, packing the right operand
@@ -1013,6 +1015,13 @@ unsafe fn kernel_avx512<const P: usize, const R: usize>(
     );
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for p in 0..kc {
+        // The `P` panels are `P` streams `kc × NR × 4` bytes apart, which the hardware
+        // prefetchers alone leave waiting on L2.
+        for i in 0..P {
+            let ahead = b.wrapping_add(i * kc * NR + (p + PREFETCH_ROWS) * NR);
+            // A prefetch does not fault, even past the end of `b`.
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        }
         // SAFETY: `p < kc`: element `p` of each of the `R` rows of `a` and row `p` of each of
         // the `P` panels of `b` (`NR` values each) lie inside the slices (asserted above).
         unsafe {

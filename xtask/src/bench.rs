@@ -644,17 +644,6 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
-/// `git describe --always --dirty` of the checkout at `root`; `None` outside a git checkout.
-fn source_commit(root: &Path) -> Option<String> {
-    let out = Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .current_dir(root)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|c| !c.is_empty())
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -788,7 +777,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let load_start = load_average();
     let cpu_start = cpu_times();
     let started = std::time::SystemTime::now();
-    let commit = source_commit(&root);
+    let commit = crate::orchestrate::git_output(&root, &["describe", "--always", "--dirty"]);
     let selected = |w: &Workload| {
         args.only
             .as_deref()

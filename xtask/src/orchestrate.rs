@@ -22,21 +22,25 @@ pub fn code_version() -> String {
     {
         return v;
     }
-    let commit = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short=12",
-            "HEAD",
-        ])
+    let commit = git_output(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["rev-parse", "--short=12", "HEAD"],
+    )
+    .unwrap_or_else(|| "unknown".into());
+    format!("sde {}+{commit}", env!("CARGO_PKG_VERSION"))
+}
+
+/// What `git args` prints in `dir`, trimmed; `None` where git fails or prints nothing.
+pub fn git_output(dir: &Path, args: &[&str]) -> Option<String> {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    format!("sde {}+{commit}", env!("CARGO_PKG_VERSION"))
 }
 
 /// How to run a plan.

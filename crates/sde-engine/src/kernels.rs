@@ -51,18 +51,12 @@ static AWAKE: AtomicBool = AtomicBool::new(false);
 /// one region runs a part of the other's work, and waiting inside it takes up the other's
 /// spinner, which then waits for the work beneath it.
 pub(crate) fn in_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    /// Sets the flag when dropped, so that the spinning threads stop even if `f` panics.
-    struct Raise<'a>(&'a AtomicBool);
-    impl Drop for Raise<'_> {
+    /// Stores its value in its flag when dropped, so that the flags are set even if `f`
+    /// panics.
+    struct StoreOnDrop<'a>(&'a AtomicBool, bool);
+    impl Drop for StoreOnDrop<'_> {
         fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-    /// Clears the flag when dropped: the awake region is over.
-    struct Lower<'a>(&'a AtomicBool);
-    impl Drop for Lower<'_> {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
+            self.0.store(self.1, Ordering::Release);
         }
     }
     if AWAKE
@@ -71,7 +65,8 @@ pub(crate) fn in_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     {
         return in_pool(f);
     }
-    let _lower = Lower(&AWAKE);
+    // The awake region is over when this returns.
+    let _over = StoreOnDrop(&AWAKE, false);
     in_pool(|| {
         let owner = rayon::current_thread_index();
         let done = AtomicBool::new(false);
@@ -89,7 +84,8 @@ pub(crate) fn in_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                     }
                 }
             });
-            let _raise = Raise(&done);
+            // The spinning threads stop when `f` returns.
+            let _done = StoreOnDrop(&done, true);
             f()
         })
     })

@@ -235,7 +235,7 @@ pub(crate) fn gemm_strided(
 }
 
 /// The batch layout of a tensor of rank ≥ 2: one uniform stride over all leading dimensions.
-fn batch_layout(l: &Layout) -> Option<(usize, usize, usize, usize, usize, usize)> {
+pub(crate) fn batch_layout(l: &Layout) -> Option<(usize, usize, usize, usize, usize, usize)> {
     let dims = l.dims();
     let stride = l.stride();
     let r = dims.len();
@@ -982,11 +982,10 @@ pub(crate) fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Option<Te
 /// `row = softmax(row + bias)`; entries more than 104 below the maximum are exactly 0.
 #[inline(always)]
 pub(crate) fn softmax_biased_in_place(row: &mut [f32], bias: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
     for (s, &b) in row.iter_mut().zip(bias) {
         *s += b;
-        max = max.max(*s);
     }
+    let max = max_lanes(row);
     for s in row.iter_mut() {
         let d = *s - max;
         *s = if d < EXP_UNDERFLOW { 0.0 } else { exp_f32(d) };
@@ -1003,102 +1002,6 @@ pub(crate) fn masked_softmax_or_generic(scores: &Tensor, bias: &Tensor) -> Resul
     Ok(candle_nn::ops::softmax_last_dim(
         &scores.broadcast_add(bias)?,
     )?)
-}
-
-/// Query rows per (row, kv head) up to which [`cached_attention`] applies: decode steps
-/// (`rep` rows per new position). Longer blocks of new positions go through [`matmul`].
-const CACHED_ATTENTION_MAX_ROWS: usize = 32;
-
-/// FLOPs of one [`cached_attention`] call from which its (row, kv head) pairs are spread over
-/// the threads.
-const CACHED_ATTENTION_PARALLEL_FLOPS: usize = 1 << 20;
-
-/// `softmax(q kᵀ + bias) v` for a few new positions over a KV cache, in one pass per (row,
-/// kv head) with no intermediate tensors: `q` `[b, nkv, rep·t, hd]` (already scaled, row
-/// `i` of a head group being position `i % t`), `k` and `v` `[b, nkv, total, hd]` (views
-/// into a cache: one uniform batch stride, contiguous rows), `bias` `[b, 1, 1, t, total]`.
-/// Returns `[b, nkv, rep·t, hd]`, equal to the products and [`masked_softmax`] up to float
-/// summation order. `None` where it does not apply (other devices or dtypes, other layouts,
-/// more than [`CACHED_ATTENTION_MAX_ROWS`] rows): the caller then takes the generic path.
-///
-/// The general products cost a gemm call per (row, kv head) and per product, which for a
-/// decode step's three query rows is mostly the call and its packing, not arithmetic.
-pub(crate) fn cached_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    bias: &Tensor,
-    t: usize,
-) -> Result<Option<Tensor>> {
-    let (Ok((b, nkv, rows, hd)), Ok((_, _, total, _))) = (q.dims4(), k.dims4()) else {
-        return Ok(None);
-    };
-    if !fused_ok(q)
-        || !fused_ok(k)
-        || !fused_ok(v)
-        || !fused_ok(bias)
-        || t == 0
-        || b * nkv * total * hd == 0
-        || rows % t != 0
-        || rows > CACHED_ATTENTION_MAX_ROWS
-        || k.dims() != [b, nkv, total, hd]
-        || v.dims() != k.dims()
-        || bias.dims() != [b, 1, 1, t, total]
-    {
-        return Ok(None);
-    }
-    let (sk, lk) = k.storage_and_layout();
-    let (sv, lv) = v.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(kd)), Storage::Cpu(CpuStorage::F32(vd))) = (&*sk, &*sv)
-    else {
-        return Ok(None);
-    };
-    let (Some((_, _, _, krs, 1, kbs)), Some((_, _, _, vrs, 1, vbs))) =
-        (batch_layout(lk), batch_layout(lv))
-    else {
-        return Ok(None);
-    };
-    let (kd, vd) = (&kd[lk.start_offset()..], &vd[lv.start_offset()..]);
-    let extent = |rs: usize, bs: usize| (b * nkv - 1) * bs + (total - 1) * rs + hd;
-    assert!(extent(krs, kbs) <= kd.len() && extent(vrs, vbs) <= vd.len());
-    let mut out = vec![0f32; b * nkv * rows * hd];
-    with_f32(q, |q| {
-        with_f32(bias, |bias| {
-            let work = |(g, og): (usize, &mut [f32])| {
-                let (kg, vg) = (&kd[g * kbs..], &vd[g * vbs..]);
-                let qg = &q[g * rows * hd..(g + 1) * rows * hd];
-                let brows = &bias[(g / nkv) * t * total..(g / nkv + 1) * t * total];
-                let mut p = vec![0f32; rows * total];
-                for j in 0..total {
-                    let kj = &kg[j * krs..j * krs + hd];
-                    for (r, qr) in qg.chunks_exact(hd).enumerate() {
-                        p[r * total + j] = dot_lanes(qr, kj);
-                    }
-                }
-                for (r, pr) in p.chunks_exact_mut(total).enumerate() {
-                    softmax_biased_in_place(pr, &brows[(r % t) * total..(r % t + 1) * total]);
-                }
-                for j in 0..total {
-                    let vj = &vg[j * vrs..j * vrs + hd];
-                    for (r, or) in og.chunks_exact_mut(hd).enumerate() {
-                        let pj = p[r * total + j];
-                        if pj != 0.0 {
-                            for (o, &x) in or.iter_mut().zip(vj) {
-                                *o += pj * x;
-                            }
-                        }
-                    }
-                }
-            };
-            if 4 * b * nkv * rows * total * hd >= CACHED_ATTENTION_PARALLEL_FLOPS {
-                out.par_chunks_mut(rows * hd).enumerate().for_each(work);
-            } else {
-                out.chunks_mut(rows * hd).enumerate().for_each(work);
-            }
-        })
-    })??;
-    drop((sk, sv));
-    Ok(Some(Tensor::from_vec(out, (b, nkv, rows, hd), q.device())?))
 }
 
 /// Dot product with 16 partial sums, which the compiler vectorizes.
@@ -1570,64 +1473,5 @@ mod tests {
         assert!(exp_f32(1e9).is_finite());
         let v: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
         assert_eq!(sum_lanes(&v), 333.0);
-    }
-
-    /// Decode-step attention over a cache view (capacity beyond its length, left padding
-    /// masked, one row all masked) equals the general products and softmax; blocks beyond
-    /// its row limit and non-matching shapes are declined.
-    #[test]
-    fn cached_attention_equals_products_and_masked_softmax() {
-        let dev = Device::Cpu;
-        let (b, nkv, rep, hd, cap, total) = (3, 2, 3, 64, 40, 29);
-        for t in [1, 2] {
-            let q = Tensor::randn(0f32, 1.0, (b, nkv, rep * t, hd), &dev).unwrap();
-            let kc = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev).unwrap();
-            let vc = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev).unwrap();
-            let (k, v) = (
-                kc.narrow(2, 0, total).unwrap(),
-                vc.narrow(2, 0, total).unwrap(),
-            );
-            let mut bias = vec![0f32; b * t * total];
-            for row in 0..b {
-                for i in 0..t {
-                    for j in 0..total {
-                        // Row 1 starts with 5 padding positions; row 2's first query is a
-                        // padding position that sees nothing.
-                        let masked =
-                            j > total - t + i || (row == 1 && j < 5) || (row == 2 && i == 0);
-                        if masked {
-                            bias[(row * t + i) * total + j] = -1e9;
-                        }
-                    }
-                }
-            }
-            let bias = Tensor::from_vec(bias, (b, 1, 1, t, total), &dev).unwrap();
-            let got = cached_attention(&q, &k, &v, &bias, t).unwrap().unwrap();
-            let scores = q
-                .matmul(&k.t().unwrap())
-                .unwrap()
-                .reshape((b, nkv, rep, t, total))
-                .unwrap();
-            let probs = masked_softmax(&scores, &bias)
-                .unwrap()
-                .unwrap()
-                .reshape((b, nkv, rep * t, total))
-                .unwrap();
-            let want = probs.matmul(&v.contiguous().unwrap()).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            close(&got, &want);
-        }
-        let q = Tensor::zeros(
-            (1, 1, CACHED_ATTENTION_MAX_ROWS + 1, 8),
-            candle_core::DType::F32,
-            &dev,
-        )
-        .unwrap();
-        let k = Tensor::zeros((1, 1, 4, 8), candle_core::DType::F32, &dev).unwrap();
-        let bias = Tensor::zeros((1, 1, 1, 1, 4), candle_core::DType::F32, &dev).unwrap();
-        assert!(cached_attention(&q, &k, &k, &bias, 1).unwrap().is_none());
-        let q = q.narrow(2, 0, 3).unwrap();
-        assert!(cached_attention(&q, &k, &k, &bias, 1).unwrap().is_some());
-        assert!(cached_attention(&q, &k, &k, &bias, 2).unwrap().is_none());
     }
 }

@@ -6,6 +6,7 @@ pub mod adapter;
 mod attention;
 pub mod batch;
 pub mod bf16;
+mod cached_attention;
 pub mod chat;
 pub mod config;
 pub mod error;

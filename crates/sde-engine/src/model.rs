@@ -1085,7 +1085,7 @@ impl Llama {
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (q * scale)?.reshape((b, nkv, rep * tq, hd))?;
         let fused = if cached {
-            crate::kernels::cached_attention(&q, &k, &v, &qgeo.bias, tq)?
+            crate::cached_attention::cached_attention(&q, &k, &v, &qgeo.bias, tq)?
         } else {
             None
         };

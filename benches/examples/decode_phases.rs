@@ -1,7 +1,8 @@
 //! Where batched greedy decoding spends its time: the prompt pass against the decode steps,
 //! for each Q8_0 scope: `cargo run --release -p sde-benches --example decode_phases -- [batch]
 //! [q8|f32]` (`q8`: the Q8_0 layers-and-head scope only; `f32`: no quantized weights). `PROMPT_LEN=N` cuts the 128-token prompts
-//! to N tokens, so that a profile of the run is mostly decode steps.
+//! to N tokens, so that a profile of the run is mostly decode steps. `GGUF=path` loads that
+//! model instead of random SmolLM2-135M weights (a GGUF's Q4_1 layers keep their 4-bit values).
 
 use std::time::Instant;
 
@@ -15,7 +16,10 @@ fn main() -> Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(8);
-    let mut model = random_smollm2_135m(7)?;
+    let mut model = match std::env::var("GGUF") {
+        Ok(path) => sde_engine::load_gguf(&path)?.model,
+        Err(_) => random_smollm2_135m(7)?,
+    };
     let mut prompts = decode_prompts(&model, batch, 0, 13);
     if let Ok(len) = std::env::var("PROMPT_LEN") {
         let len: usize = len.parse()?;

@@ -1250,7 +1250,7 @@ fn render(r: &Report<'_>) -> String {
             "- Quantized decode rows: layer weights in {}{}; the output head, where a row says so, in Q8_0; inputs quantized to 8 bits in blocks of 32.",
             formats.join(" and "),
             if formats.contains(&"Q4_1") {
-                " (Q4_1: the GGUF's own 4-bit values, kept as they are where the CPU has AVX2 but not AVX-512 VNNI)"
+                " (Q4_1: the GGUF's own 4-bit values, kept as they are where the CPU has AVX-512 VNNI or AVX2)"
             } else {
                 ""
             }

@@ -777,8 +777,8 @@ impl Llama {
     }
 
     /// Decode steps (at most 16 new rows) read quantized copies of the weights named by
-    /// `scope` (Q8_0, or for layers that are exactly Q4_1 on a CPU with AVX2 but not AVX-512
-    /// VNNI, those 4-bit values: [`Llama::quantized_layer_formats`]): a quarter of the f32
+    /// `scope` (Q8_0, or for layers that are exactly Q4_1 on a CPU with AVX-512 VNNI or AVX2,
+    /// those 4-bit values: [`Llama::quantized_layer_formats`]): a quarter of the f32
     /// weight traffic or less, which is what bounds decoding at small batch. Prompts
     /// (prefill), scoring and training stay f32, except that [`Q8Scope::LayersHeadAndPrompts`]
     /// runs generation's prompts quantized too (with AVX-512 VNNI, the products of many rows
@@ -786,14 +786,15 @@ impl Llama {
     /// faster in Q4_1). Merge LoRA first ([`Llama::merge_lora`]); merging or unmerging
     /// afterwards drops the layer copies.
     ///
-    /// Measured on the default model's greedy fixtures: with [`Q8Scope::Layers`] 56 of 56
-    /// reference tokens come before the first divergence, with [`Q8Scope::LayersAndHead`] 48
-    /// (the head's margins are the thinnest), with [`Q8Scope::LayersHeadAndPrompts`] 48.
-    /// With AVX2 but no AVX-512 (Zen 3) the layers keep the GGUF's exact Q4_1 values instead
-    /// of Q8_0 ones (see `q8.rs`), and give 56, 29 and 48; candle's Q8_0 kernel, used on CPUs
-    /// with neither, sums the quantized product in another order and gave 43 and 35 for the
-    /// first two: a token's fate at a thin margin turns on the order. See
-    /// `docs/performance.md` for speed and a fidelity measure on the benchmark's prompts.
+    /// Measured on the default model's greedy fixtures, whose layers keep the GGUF's exact
+    /// Q4_1 values (see `q8.rs`): with AVX-512 VNNI, 56 of 56 reference tokens come before
+    /// the first divergence with [`Q8Scope::Layers`], 56 with [`Q8Scope::LayersAndHead`] and
+    /// 29 with [`Q8Scope::LayersHeadAndPrompts`] (its prompts' activations rounded to 8 bits
+    /// too); with AVX2 but no AVX-512 (Zen 3), 56, 29 and 48. Layers rounded to Q8_0 instead
+    /// gave 48, 48 and 48 with VNNI; candle's Q8_0 kernel, used on CPUs with neither, sums the
+    /// quantized product in another order and gave 43 and 35 for the first two: a token's
+    /// fate at a thin margin turns on the order. See `docs/performance.md` for speed and a
+    /// fidelity measure on the benchmark's prompts.
     pub fn set_q8_decode(&mut self, scope: Q8Scope) -> Result<()> {
         let layers = scope != Q8Scope::Off;
         for layer in &mut self.layers {
@@ -817,7 +818,7 @@ impl Llama {
 
     /// The formats of the decoder layers' quantized copies ([`Llama::set_q8_decode`]), each
     /// once in the order first met: `"Q4_1"` where a weight is exactly Q4_1 and the CPU has
-    /// AVX2 but not AVX-512 VNNI, else `"Q8_0"`; empty when there are none.
+    /// AVX-512 VNNI or AVX2, else `"Q8_0"`; empty when there are none.
     pub fn quantized_layer_formats(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         for layer in &self.layers {

@@ -279,7 +279,7 @@ pub(crate) struct PredictOptions {
     #[arg(long, default_value_t = 1)]
     sample_seed: u64,
     /// Decode steps read quantized copies of the (merged) layer weights: Q8_0, or the GGUF's
-    /// own Q4_1 values where they are exactly that and the CPU has AVX2 but not AVX-512 VNNI;
+    /// own Q4_1 values where they are exactly that and the CPU has AVX-512 VNNI or AVX2;
     /// prompts and the output head stay f32. Faster at small batch; the accuracy effect is
     /// measured in docs/performance.md.
     #[arg(long)]

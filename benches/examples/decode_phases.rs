@@ -1,6 +1,7 @@
 //! Where batched greedy decoding spends its time: the prompt pass against the decode steps,
 //! for each Q8_0 scope: `cargo run --release -p sde-benches --example decode_phases -- [batch]
-//! [q8|f32]` (`q8`: the Q8_0 layers-and-head scope only; `f32`: no quantized weights). `PROMPT_LEN=N` cuts the 128-token prompts
+//! [q8|q8p|f32]` (`q8`: the Q8_0 layers-and-head scope only; `q8p`: the scope that also
+//! quantizes prompts; `f32`: no quantized weights). `PROMPT_LEN=N` cuts the 128-token prompts
 //! to N tokens, so that a profile of the run is mostly decode steps. `GGUF=path` loads that
 //! model instead of random SmolLM2-135M weights (a GGUF's Q4_1 layers keep their 4-bit values).
 
@@ -27,6 +28,7 @@ fn main() -> Result<()> {
     }
     let scopes = match std::env::args().nth(2).as_deref() {
         Some("q8") => vec![Q8Scope::LayersAndHead],
+        Some("q8p") => vec![Q8Scope::LayersHeadAndPrompts],
         Some("f32") => vec![Q8Scope::Off],
         _ => vec![
             Q8Scope::Off,

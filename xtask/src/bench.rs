@@ -1080,6 +1080,7 @@ fn render_bandwidth(s: &mut String, r: &Report<'_>) {
         NEW_TOKENS - 1
     );
     let mut f32_ceiling = None;
+    let mut above_ceiling = false;
     for row in rows {
         let Some(bytes) = decode_step_bytes(row) else {
             continue;
@@ -1088,6 +1089,7 @@ fn render_bandwidth(s: &mut String, r: &Report<'_>) {
         if row.side == "sde" {
             f32_ceiling = Some(ceiling);
         }
+        above_ceiling |= row.steps_tok_s.is_some_and(|x| x > ceiling);
         let _ = writeln!(
             s,
             "| {} | {:.1} | {ceiling:.1} | {:.1} | {} | {} |",
@@ -1097,6 +1099,12 @@ fn render_bandwidth(s: &mut String, r: &Report<'_>) {
             fmt_opt(row.steps_tok_s, 1),
             row.steps_tok_s
                 .map_or("–".into(), |x| format!("{:.0}%", 100.0 * x / ceiling))
+        );
+    }
+    if above_ceiling {
+        let _ = writeln!(
+            s,
+            "\nAbove 100%, part of the weights stayed in the CPU's last-level cache from one step to the next: the ceiling counts every byte from memory."
         );
     }
     let peer = rows.iter().find(|row| row.side == "decode");

@@ -91,10 +91,11 @@ impl PackedIsa {
         }
     }
 
-    /// The product against exactly-Q4_1 weights that goes with this Q8_0 one.
+    /// The product against exactly-Q4_1 weights that goes with this Q8_0 one (the VNNI one
+    /// quantizes its inputs with AVX2, as the AVX2 products do).
     fn q4_1(self) -> Option<Self> {
         match self {
-            PackedIsa::Avx512Vnni => Some(PackedIsa::Avx512VnniQ4_1),
+            PackedIsa::Avx512Vnni => avx2_available().then_some(PackedIsa::Avx512VnniQ4_1),
             PackedIsa::Avx2 => Some(PackedIsa::Avx2Q4_1),
             PackedIsa::Avx2Q4_1 | PackedIsa::Avx512VnniQ4_1 => None,
         }

@@ -323,16 +323,8 @@ fn sum_each(v: &[std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m512 {
 mod tests {
     use super::*;
     use crate::kernels::masked_softmax;
+    use crate::kernels::tests::close;
     use candle_core::Device;
-
-    fn close(x: &Tensor, y: &Tensor) {
-        let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(x.len(), y.len());
-        for (a, b) in x.iter().zip(&y) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
-        }
-    }
 
     /// Decode-step attention over a cache view (capacity beyond its length, left padding
     /// masked, one row all masked) equals the general products and softmax; blocks beyond

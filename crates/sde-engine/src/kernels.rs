@@ -1156,11 +1156,13 @@ impl MatmulExt for Tensor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn close(x: &Tensor, y: &Tensor) {
+    /// Asserts that two f32 tensors of equal size agree to a relative `1e-4` (float
+    /// summation order).
+    pub(crate) fn close(x: &Tensor, y: &Tensor) {
         let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(x.len(), y.len());

@@ -849,8 +849,6 @@ unsafe fn tile(w: &PackedQ8, tile: Tile<'_>) {
         rows,
         xq,
         xd,
-        out,
-        m,
         ..
     } = tile;
     let blocks = w.k / BLOCK;
@@ -882,16 +880,8 @@ unsafe fn tile(w: &PackedQ8, tile: Tile<'_>) {
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *acc);
         }
     }
-    let cols = GROUP.min(w.n - g * GROUP);
-    let mask: __mmask16 = if cols == GROUP {
-        0xffff
-    } else {
-        (1u16 << cols) - 1
-    };
-    for (r, acc) in acc.iter().enumerate().take(rows) {
-        debug_assert!((r0 + r) * w.n + g * GROUP + cols <= m * w.n);
-        unsafe { _mm512_mask_storeu_ps(out.add((r0 + r) * w.n + g * GROUP), mask, *acc) };
-    }
+    // SAFETY: as for this function.
+    unsafe { store_group(w, &tile, &acc) };
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -913,8 +903,7 @@ unsafe fn tile_q4_1(w: &PackedQ8, tile: Tile<'_>) {
         xq,
         xd,
         xs,
-        out,
-        m,
+        ..
     } = tile;
     let blocks = w.k / BLOCK;
     let nibble = _mm512_set1_epi8(0x0f);
@@ -956,22 +945,36 @@ unsafe fn tile_q4_1(w: &PackedQ8, tile: Tile<'_>) {
             *acc = _mm512_fmadd_ps(mn, _mm512_set1_ps(xs[at]), *acc);
         }
     }
+    // SAFETY: as for this function.
+    unsafe { store_group(w, &tile, &acc) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_q4_1(_: &PackedQ8, _: Tile<'_>) {
+    unreachable!("VNNI Q4_1 weights are only made on x86-64")
+}
+
+/// Writes a VNNI tile's sums (`acc[r]`: row `tile.r0 + r`, the 16 columns of group `tile.g`,
+/// masked to the matrix's columns) into the output.
+///
+/// # Safety
+/// The CPU has AVX-512 F, and `tile.out` holds the `[tile.m, w.n]` output.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_group(w: &PackedQ8, tile: &Tile<'_>, acc: &[std::arch::x86_64::__m512; ROW_TILE]) {
+    use std::arch::x86_64::*;
+    let (g, r0, m) = (tile.g, tile.r0, tile.m);
     let cols = GROUP.min(w.n - g * GROUP);
     let mask: __mmask16 = if cols == GROUP {
         0xffff
     } else {
         (1u16 << cols) - 1
     };
-    for (r, acc) in acc.iter().enumerate().take(rows) {
+    for (r, acc) in acc.iter().enumerate().take(tile.rows) {
         debug_assert!((r0 + r) * w.n + g * GROUP + cols <= m * w.n);
         // SAFETY: the row's 16 columns of group `g` (masked to the matrix) lie inside `out`.
-        unsafe { _mm512_mask_storeu_ps(out.add((r0 + r) * w.n + g * GROUP), mask, *acc) };
+        unsafe { _mm512_mask_storeu_ps(tile.out.add((r0 + r) * w.n + g * GROUP), mask, *acc) };
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_q4_1(_: &PackedQ8, _: Tile<'_>) {
-    unreachable!("VNNI Q4_1 weights are only made on x86-64")
 }
 
 #[cfg(test)]

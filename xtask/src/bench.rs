@@ -768,6 +768,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(w) => w.clone(),
         None => build_worker(&root)?,
     };
+    // Right after the build, so that the commit named is the code built (edits made later,
+    // while the peer's venv is checked, do not count).
+    let commit = crate::orchestrate::git_output(&root, &["describe", "--always", "--dirty"]);
     let python = if args.skip_peer {
         None
     } else {
@@ -777,7 +780,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let load_start = load_average();
     let cpu_start = cpu_times();
     let started = std::time::SystemTime::now();
-    let commit = crate::orchestrate::git_output(&root, &["describe", "--always", "--dirty"]);
     let selected = |w: &Workload| {
         args.only
             .as_deref()
@@ -1053,7 +1055,8 @@ struct Report<'a> {
     /// Share of the CPUs other processes used during the run.
     others: Option<f64>,
     started: std::time::SystemTime,
-    /// The checkout's commit at the start (`git describe --always --dirty`), where git runs.
+    /// The checkout's commit once the worker is built (`git describe --always --dirty`), where
+    /// git runs.
     commit: Option<String>,
     peer_versions: Option<Value>,
     gguf: &'a Path,

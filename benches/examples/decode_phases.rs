@@ -11,7 +11,10 @@ use anyhow::Result;
 use sde_benches::{decode_prompts, random_smollm2_135m, run_decode};
 use sde_engine::Q8Scope;
 
+#[allow(unsafe_code)]
 fn main() -> Result<()> {
+    // SAFETY: first thing in main; no other thread exists yet.
+    unsafe { sde_engine::apply_cpu_env_defaults() };
     let batch: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse())

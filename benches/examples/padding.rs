@@ -60,7 +60,10 @@ fn read_samples(path: &PathBuf) -> Result<Vec<Sample>> {
         .collect()
 }
 
+#[allow(unsafe_code)]
 fn main() -> Result<()> {
+    // SAFETY: first thing in main; no other thread exists yet.
+    unsafe { sde_engine::apply_cpu_env_defaults() };
     let a = args()?;
     let tokenizer = sde_engine::load(&a.model)
         .with_context(|| format!("loading `{}`", a.model))?

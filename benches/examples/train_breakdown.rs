@@ -9,7 +9,10 @@ use sde_benches::{LOSS_TOKENS, bench_lora, random_smollm2_135m};
 use sde_engine::batch::{EncodedSample, collate};
 use sde_engine::loss::masked_loss;
 
+#[allow(unsafe_code)]
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main; no other thread exists yet.
+    unsafe { sde_engine::apply_cpu_env_defaults() };
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse())

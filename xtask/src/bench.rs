@@ -536,8 +536,7 @@ fn merge_runs(results: Vec<Value>) -> Value {
 /// Builds the engine's worker in release mode and returns its path.
 fn build_worker(root: &Path) -> Result<PathBuf> {
     eprintln!("building sde-bench-worker (release)...");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let out = crate::cargo_command()
         .current_dir(root)
         .args([
             "build",

@@ -51,7 +51,7 @@ pub struct LearnsArgs {
 
 /// The `sde` binary of this workspace, built in release mode.
 fn sde_binary(root: &Path) -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = crate::cargo_command()
         .args(["build", "--release", "-p", "sde-cli"])
         .current_dir(root)
         .status()

@@ -40,9 +40,50 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// A `cargo` command for a build inside `cargo xtask`, run with the environment of a build
+/// from the shell: without the variables that `cargo run` sets for the xtask itself
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME` and the like). Some dependencies' build scripts
+/// watch one of them (ring watches `CARGO_MANIFEST_DIR`), and a nested build that saw the
+/// xtask's values rebuilt those dependencies and everything above them, and the next build
+/// from the shell rebuilt them back.
+pub fn cargo_command() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let set_by_cargo_run = key
+            .to_str()
+            .is_some_and(|k| k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_"));
+        if set_by_cargo_run {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
-    use super::error_text;
+    use super::{cargo_command, error_text};
+
+    /// Under `cargo test` the package's variables are set, as under `cargo run`: the nested
+    /// build's command removes each of them and leaves the rest of the environment alone.
+    #[test]
+    fn nested_cargo_drops_the_variables_cargo_run_sets() {
+        let cmd = cargo_command();
+        let removed: Vec<String> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            removed.iter().any(|k| k == "CARGO_MANIFEST_DIR"),
+            "{removed:?}"
+        );
+        assert!(removed.iter().any(|k| k == "CARGO_PKG_NAME"), "{removed:?}");
+        for (key, _) in std::env::vars() {
+            let package_var = key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_");
+            assert_eq!(removed.contains(&key), package_var, "{key}");
+        }
+    }
 
     #[test]
     fn error_text_does_not_repeat_a_cause_the_message_already_shows() {

@@ -7,6 +7,7 @@
 //! sde-bench-worker score  --batch 8 [--reps 3] [--steps 5] [--warmup 2] [--gguf PATH]
 //! sde-bench-worker matmul [--reps 3]
 //! sde-bench-worker fma [--reps 3]            (FMA and bf16 peaks, memory read bandwidth)
+//! sde-bench-worker fma-probe [--reps 3]      (the FMA chains alone: the machine's speed now)
 //! sde-bench-worker decode-q8 --batch 1 ...     (decode steps on Q8_0 layer weights)
 //! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
 //! sde-bench-worker decode-q8-prompts --batch 1 ... (prompts too: all of generation in Q8_0)
@@ -87,9 +88,19 @@ fn parse_args() -> Result<Args> {
 }
 
 /// Measured f32 FMA throughput in GFLOP/s: `threads` threads, each running 12 independent
-/// chains of 16-lane fused multiply-adds (enough to cover the FMA latency) for about a second.
+/// chains of 16-lane fused multiply-adds (enough to cover the FMA latency), 20 million rounds
+/// (about 50 ms on a core at its full AVX-512 rate).
 fn fma_peak(threads: usize) -> f64 {
     chain_peak(threads, fma_chains)
+}
+
+/// Threads of the peak measures: `RAYON_NUM_THREADS` where set (as the workloads run), else
+/// every core.
+fn fma_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Measured memory read bandwidth in GB/s: `threads` threads each summing its share of a
@@ -512,17 +523,19 @@ fn main() -> Result<()> {
             json!({ "workload": "matmul", "m": n, "k": n, "n": n, "gflops": gflops, "kernel": kernel, "sgemm_isa": isa })
         }
         "fma" => {
-            let threads = std::env::var("RAYON_NUM_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = fma_threads();
             let gflops: Vec<f64> = (0..args.reps).map(|_| fma_peak(threads)).collect();
             let bf16: Option<Vec<f64>> = (0..args.reps).map(|_| bf16_peak(threads)).collect();
             let read: Vec<f64> = (0..args.reps).map(|_| read_bandwidth(threads)).collect();
             json!({ "workload": "fma", "threads": threads, "isa": fma_isa(), "gflops": gflops, "bf16_gflops": bf16, "read_gbs": read })
         }
+        "fma-probe" => {
+            let threads = fma_threads();
+            let gflops: Vec<f64> = (0..args.reps).map(|_| fma_peak(threads)).collect();
+            json!({ "workload": "fma-probe", "threads": threads, "gflops": gflops })
+        }
         other => bail!(
-            "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul or fma)"
+            "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul, fma or fma-probe)"
         ),
     };
     let on = if sde_engine::default_device()?.is_cuda() {

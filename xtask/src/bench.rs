@@ -424,18 +424,23 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-fn median_of(v: &Value, key: &str) -> Option<f64> {
-    let mut x: Vec<f64> = v
-        .get(key)?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+/// The median of `x` in any order; `None` when it is empty.
+fn median_of_values(mut x: Vec<f64>) -> Option<f64> {
     if x.is_empty() {
         return None;
     }
     x.sort_by(f64::total_cmp);
     Some(median(&x))
+}
+
+fn median_of(v: &Value, key: &str) -> Option<f64> {
+    median_of_values(
+        v.get(key)?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect(),
+    )
 }
 
 /// The largest of the numbers under `key` (an array) of `v`.
@@ -1010,11 +1015,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     },
                     bf16_vs_f32: bf16_vs_f32(&v),
                     steps_tok_s: decode_steps_rate(&v, tok_s),
-                    fma_around: (!around.is_empty()).then(|| {
-                        let mut x = around.clone();
-                        x.sort_by(f64::total_cmp);
-                        median(&x)
-                    }),
+                    fma_around: median_of_values(around.clone()),
                 });
             }
             raw.push(json!({"side": side_name, "variant": job.variant, "id": w.id(), "result": v, "fma_probes_around": around}));

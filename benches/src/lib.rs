@@ -13,8 +13,8 @@ use candle_core::Var;
 use sde_engine::batch::{EncodedSample, TrainBatch, collate};
 use sde_engine::optim::AdamW;
 use sde_engine::{
-    AdamWConfig, Decoding, GenerateConfig, Llama, LlamaConfig, LoraConfig, LoraTarget, Result,
-    ScoreOptions, generate, sequence_logprobs_with,
+    AdamWConfig, Decoding, DraftCounts, GenerateConfig, Llama, LlamaConfig, LoraConfig, LoraTarget,
+    Result, ScoreOptions, generate_counting_drafts, sequence_logprobs_with,
 };
 
 /// Loss targets per training sequence (the last tokens of each row).
@@ -212,6 +212,17 @@ pub fn greedy_tokens(
     new_tokens: usize,
     share_prefix: bool,
 ) -> Result<Vec<Vec<u32>>> {
+    Ok(greedy_tokens_drafting(model, prompts, new_tokens, share_prefix, 0)?.0)
+}
+
+/// [`greedy_tokens`] with speculative decoding's `draft_tokens` (0: none), and its counts.
+pub fn greedy_tokens_drafting(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    share_prefix: bool,
+    draft_tokens: usize,
+) -> Result<(Vec<Vec<u32>>, DraftCounts)> {
     let config = GenerateConfig {
         max_new_tokens: new_tokens,
         repetition_penalty: 1.0,
@@ -219,9 +230,10 @@ pub fn greedy_tokens(
         batch_size: prompts.len().max(1),
         sort_by_length: false,
         share_prefix,
+        draft_tokens,
     };
-    let out = generate(model, prompts, &[], &config, |_| {})?;
-    Ok(out.into_iter().map(|g| g.tokens).collect())
+    let (out, counts) = generate_counting_drafts(model, prompts, &[], &config, |_| {})?;
+    Ok((out.into_iter().map(|g| g.tokens).collect(), counts))
 }
 
 /// The share of `reference`'s tokens that `got` reproduces before the first divergence, over

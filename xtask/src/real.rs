@@ -123,6 +123,7 @@ fn generate_config(cell: &CellSpec, decoding: Decoding) -> GenerateConfig {
         batch_size: cell.generate.batch_size,
         sort_by_length: true,
         share_prefix: true,
+        draft_tokens: 0,
     }
 }
 

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{EngineError, Result};
+use crate::model::CacheReads;
 use crate::prefix::{run_shared_prefix, shared_prefix_len};
 use crate::{KvCache, Llama};
 
@@ -49,6 +50,18 @@ pub struct GenerateConfig {
     /// in-context demonstrations) once per batch instead of once per row.
     #[serde(default = "share_prefix_default")]
     pub share_prefix: bool,
+    /// Speculative greedy decoding: each round, the model's quantized copies
+    /// ([`Llama::set_q8_decode`]) draft tokens one step at a time, and one f32 pass over all
+    /// of them keeps the longest run that f32 greedy decoding chooses too, plus its next
+    /// token. The tokens are f32 greedy decoding's (prompts and verification read the f32
+    /// weights only); a round costs a few f32 steps' time, which at small batch waits on
+    /// reading the weights, plus the cheap quantized steps. This is the first round's number
+    /// of drafts; then, as transformers' assisted generation schedules them, two more after a
+    /// round where every row kept all of its drafts and one fewer (at least one) after any
+    /// other. 0 (the default) decodes one f32 or quantized step at a time as the model is
+    /// set. Needs greedy decoding and quantized copies.
+    #[serde(default)]
+    pub draft_tokens: usize,
 }
 
 fn share_prefix_default() -> bool {
@@ -64,6 +77,7 @@ impl Default for GenerateConfig {
             batch_size: 8,
             sort_by_length: true,
             share_prefix: true,
+            draft_tokens: 0,
         }
     }
 }
@@ -192,6 +206,27 @@ pub fn row_rng(seed: u64, index: usize) -> ChaCha8Rng {
     rng
 }
 
+/// How many draft tokens speculative decoding proposed and how many f32 verification kept
+/// ([`GenerateConfig::draft_tokens`]); zero without drafts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DraftCounts {
+    /// Draft tokens run through the f32 verification.
+    pub proposed: usize,
+    /// Those that f32 greedy decoding chose too.
+    pub kept: usize,
+}
+
+impl DraftCounts {
+    /// The share of proposed drafts kept (1 when none were proposed).
+    pub fn kept_share(&self) -> f64 {
+        if self.proposed == 0 {
+            1.0
+        } else {
+            self.kept as f64 / self.proposed as f64
+        }
+    }
+}
+
 /// Generates a continuation for every prompt, `config.batch_size` prompts at a time.
 ///
 /// `prompts` are token ids (special tokens included as the caller wants them); `stop_ids` end a
@@ -202,27 +237,52 @@ pub fn generate(
     prompts: &[Vec<u32>],
     stop_ids: &[u32],
     config: &GenerateConfig,
-    mut on_done: impl FnMut(usize),
+    on_done: impl FnMut(usize),
 ) -> Result<Vec<Generation>> {
+    Ok(generate_counting_drafts(model, prompts, stop_ids, config, on_done)?.0)
+}
+
+/// [`generate`], also counting speculative decoding's drafts.
+pub fn generate_counting_drafts(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    stop_ids: &[u32],
+    config: &GenerateConfig,
+    mut on_done: impl FnMut(usize),
+) -> Result<(Vec<Generation>, DraftCounts)> {
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(EngineError::invalid(format!("prompt {i} has no tokens")));
+    }
+    if config.draft_tokens > 0 {
+        if config.decoding != Decoding::Greedy {
+            return Err(EngineError::invalid(
+                "draft_tokens needs greedy decoding (sampling keeps no draft)",
+            ));
+        }
+        if model.quantized_layer_formats().is_empty() {
+            return Err(EngineError::invalid(
+                "draft_tokens needs the model's quantized copies to draft with (Llama::set_q8_decode)",
+            ));
+        }
     }
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     if config.sort_by_length {
         order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
     }
     let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
+    let mut drafts = DraftCounts::default();
     for chunk in order.chunks(config.batch_size.max(1)) {
         let rows: Vec<(usize, &[u32])> =
             chunk.iter().map(|&i| (i, prompts[i].as_slice())).collect();
-        let batch =
-            crate::kernels::in_pool_awake(|| generate_batch(model, &rows, stop_ids, config))?;
+        let batch = crate::kernels::in_pool_awake(|| {
+            generate_batch(model, &rows, stop_ids, config, &mut drafts)
+        })?;
         for (&i, g) in chunk.iter().zip(batch) {
             out[i] = Some(g);
         }
         on_done(chunk.len());
     }
-    Ok(out.into_iter().flatten().collect())
+    Ok((out.into_iter().flatten().collect(), drafts))
 }
 
 /// One left-padded batch; `rows` pairs each prompt with its index in the whole input (which
@@ -232,6 +292,7 @@ fn generate_batch(
     rows: &[(usize, &[u32])],
     stop_ids: &[u32],
     config: &GenerateConfig,
+    drafts: &mut DraftCounts,
 ) -> Result<Vec<Generation>> {
     let b = rows.len();
     let vocab = model.config().vocab_size;
@@ -264,31 +325,24 @@ fn generate_batch(
         mask[off..off + own.len()].iter_mut().for_each(|m| *m = 1);
     }
     let device = model.device();
-    let capacity = shared + t + config.max_new_tokens.max(1);
-    let mut cache = if shared > 0 {
-        run_shared_prefix(model, &rows[0].1[..shared], b, capacity, true)?.1
+    let speculative = config.draft_tokens > 0;
+    // Speculative decoding keeps f32 greedy decoding's tokens: its prompts run in f32.
+    let reads = if speculative {
+        CacheReads::Full
     } else {
-        KvCache::new(model, b, capacity)?.for_generation()
+        CacheReads::Generation
+    };
+    let capacity = shared + t + config.max_new_tokens.max(1) + config.draft_tokens;
+    let mut cache = if shared > 0 {
+        run_shared_prefix(model, &rows[0].1[..shared], b, capacity, reads)?.1
+    } else {
+        KvCache::new(model, b, capacity)?.reading(reads)
     };
     let ids = Tensor::from_vec(ids, (b, t), device)?;
     let mask = Tensor::from_vec(mask, (b, t), device)?;
     // Only the last position's hidden state reaches the output head.
     let hidden = model.forward_hidden_from(&ids, Some(&mask), Some(&mut cache), false, t - 1)?;
-    let mut slots: Vec<usize> = (0..b).collect();
-    let mut head = StepHead::new(
-        model,
-        &hidden.i((.., 0, ..))?.contiguous()?,
-        &slots,
-        &seen,
-        config,
-    )?;
-    let mut rngs: Vec<ChaCha8Rng> = rows
-        .iter()
-        .map(|(i, _)| match config.decoding {
-            Decoding::Sample { seed, .. } => row_rng(seed, *i),
-            Decoding::Greedy => row_rng(0, *i),
-        })
-        .collect();
+    let hidden = hidden.i((.., 0, ..))?.contiguous()?;
     let mut gens: Vec<Generation> = rows
         .iter()
         .map(|(_, p)| Generation {
@@ -296,6 +350,30 @@ fn generate_batch(
             stop_token: None,
             finish_reason: FinishReason::Length,
             prompt_tokens: p.len(),
+        })
+        .collect();
+    if speculative {
+        if config.max_new_tokens > 0 {
+            let lists: Vec<&[bool]> = seen.iter().map(Vec::as_slice).collect();
+            let first = greedy_rows(model, &hidden, &lists, config.repetition_penalty, true)?;
+            let mut rows = Rows {
+                seen,
+                gens,
+                stop_ids,
+                max_new_tokens: config.max_new_tokens,
+            };
+            decode_speculative(model, &mut cache, first, &mut rows, config, drafts)?;
+            gens = rows.gens;
+        }
+        return Ok(gens);
+    }
+    let mut slots: Vec<usize> = (0..b).collect();
+    let mut head = StepHead::new(model, &hidden, &slots, &seen, config)?;
+    let mut rngs: Vec<ChaCha8Rng> = rows
+        .iter()
+        .map(|(i, _)| match config.decoding {
+            Decoding::Sample { seed, .. } => row_rng(seed, *i),
+            Decoding::Greedy => row_rng(0, *i),
         })
         .collect();
     let mut active = vec![config.max_new_tokens > 0; b];
@@ -375,7 +453,9 @@ impl StepHead {
     ) -> Result<Self> {
         if config.decoding == Decoding::Greedy {
             let seen: Vec<&[bool]> = slots.iter().map(|&r| seen[r].as_slice()).collect();
-            if let Some(tokens) = model.screened_greedy(hidden, &seen, config.repetition_penalty)? {
+            if let Some(tokens) =
+                model.screened_greedy(hidden, &seen, config.repetition_penalty, false)?
+            {
                 return Ok(StepHead::Chosen(tokens));
             }
         }
@@ -383,9 +463,259 @@ impl StepHead {
     }
 }
 
+/// The greedy token of each row of `hidden` (`[m, hidden]`, final hidden states) after the
+/// repetition penalty over its list in `seen`; `full` reads the f32 head whatever quantized
+/// copy the model holds.
+fn greedy_rows(
+    model: &Llama,
+    hidden: &Tensor,
+    seen: &[&[bool]],
+    penalty: f64,
+    full: bool,
+) -> Result<Vec<u32>> {
+    if let Some(tokens) = model.screened_greedy(hidden, seen, penalty, full)? {
+        return Ok(tokens);
+    }
+    let logits = model
+        .logits_reading(hidden, !full)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec2::<f32>()?;
+    Ok(logits
+        .into_iter()
+        .zip(seen)
+        .map(|(mut l, s)| {
+            apply_repetition_penalty(&mut l, s, penalty);
+            argmax(&l)
+        })
+        .collect())
+}
+
+/// What speculative decoding tracks per prompt row of a batch.
+struct Rows<'a> {
+    /// Tokens each row has seen (prompt and output), for the repetition penalty.
+    seen: Vec<Vec<bool>>,
+    gens: Vec<Generation>,
+    stop_ids: &'a [u32],
+    max_new_tokens: usize,
+}
+
+impl Rows<'_> {
+    /// Appends `token` to row `r`; whether the row is finished (a stop token or its budget).
+    fn emit(&mut self, r: usize, token: u32) -> bool {
+        self.seen[r][token as usize] = true;
+        let g = &mut self.gens[r];
+        if self.stop_ids.contains(&token) {
+            g.stop_token = Some(token);
+            g.finish_reason = FinishReason::Eos;
+            return true;
+        }
+        g.tokens.push(token);
+        g.new_tokens() >= self.max_new_tokens
+    }
+
+    fn finished(&self, r: usize) -> bool {
+        self.gens[r].stop_token.is_some() || self.gens[r].new_tokens() >= self.max_new_tokens
+    }
+}
+
+/// Speculative greedy decoding after the prompt pass ([`GenerateConfig::draft_tokens`]).
+/// `first` holds each row's first new token (from the prompt pass); the cache holds the prompts
+/// and reads the f32 weights only.
+///
+/// A round: the quantized copies run `k` decode steps from each row's next token (`k` as
+/// [`GenerateConfig::draft_tokens`] schedules it), drafting `d_1..d_k`; the cache forgets
+/// them; one f32 pass over `[next, d_1..d_k]` gives f32 greedy decoding's token after each of
+/// them, `g_1..g_{k+1}`. Where `d_1..d_j` equal `g_1..g_j` and `d_{j+1}` does not (or `j = k`),
+/// a row keeps `g_1..g_{j+1}`: the f32 keys and values of `next, d_1..d_j` stand, and
+/// `g_{j+1}` is its next input. Rows of a batch keep different counts: the cache keeps the
+/// longest, and marks the others' extra positions as padding.
+fn decode_speculative(
+    model: &Llama,
+    cache: &mut KvCache,
+    first: Vec<u32>,
+    rows: &mut Rows<'_>,
+    config: &GenerateConfig,
+    drafts_counted: &mut DraftCounts,
+) -> Result<()> {
+    let device = model.device();
+    let hidden_size = model.config().hidden_size;
+    let penalty = config.repetition_penalty;
+    let mut slots: Vec<usize> = (0..first.len()).collect();
+    let mut next = first;
+    let mut wanted = config.draft_tokens;
+    for (r, &tok) in next.iter().enumerate() {
+        rows.emit(r, tok);
+    }
+    loop {
+        let keep: Vec<usize> = (0..slots.len())
+            .filter(|&i| !rows.finished(slots[i]))
+            .collect();
+        if keep.is_empty() {
+            return Ok(());
+        }
+        if keep.len() < slots.len() {
+            cache.retain_rows(&keep)?;
+            next = keep.iter().map(|&i| next[i]).collect();
+            slots = keep.iter().map(|&i| slots[i]).collect();
+        }
+        let n = slots.len();
+        // Drafts beyond the budget of every row would be thrown away.
+        let budget = slots
+            .iter()
+            .map(|&r| rows.max_new_tokens - rows.gens[r].new_tokens())
+            .max()
+            .unwrap_or(1);
+        let k = wanted.min(budget - 1);
+        let start = cache.len();
+        if start + k + 1 > cache.capacity() {
+            cache.reserve(start + k + 1 + rows.max_new_tokens)?;
+        }
+
+        let mut drafts: Vec<Vec<u32>> = vec![Vec::with_capacity(k); n];
+        if k > 0 {
+            let mut draft_seen: Vec<Vec<bool>> =
+                slots.iter().map(|&r| rows.seen[r].clone()).collect();
+            cache.set_reads(CacheReads::Inference);
+            let mut input = next.clone();
+            for _ in 0..k {
+                let ids = Tensor::from_vec(input, (n, 1), device)?;
+                let hidden = model.forward_hidden(&ids, None, Some(cache), false)?;
+                let lists: Vec<&[bool]> = draft_seen.iter().map(Vec::as_slice).collect();
+                let hidden = hidden.i((.., 0, ..))?.contiguous()?;
+                input = greedy_rows(model, &hidden, &lists, penalty, false)?;
+                for (i, &tok) in input.iter().enumerate() {
+                    draft_seen[i][tok as usize] = true;
+                    drafts[i].push(tok);
+                }
+            }
+            cache.set_reads(CacheReads::Full);
+            cache.truncate(start);
+        }
+
+        let mut ids = Vec::with_capacity(n * (k + 1));
+        let mut lists: Vec<Vec<bool>> = Vec::with_capacity(n * (k + 1));
+        for (i, &r) in slots.iter().enumerate() {
+            ids.push(next[i]);
+            ids.extend_from_slice(&drafts[i]);
+            let mut s = rows.seen[r].clone();
+            for j in 0..=k {
+                if j > 0 {
+                    s[drafts[i][j - 1] as usize] = true;
+                }
+                lists.push(s.clone());
+            }
+        }
+        let ids = Tensor::from_vec(ids, (n, k + 1), device)?;
+        let hidden = model
+            .forward_hidden(&ids, None, Some(cache), false)?
+            .reshape((n * (k + 1), hidden_size))?;
+        let lists: Vec<&[bool]> = lists.iter().map(Vec::as_slice).collect();
+        let chosen = greedy_rows(model, &hidden, &lists, penalty, true)?;
+
+        // `kept[i]`: the positions of this round whose keys and values stand for row `i`.
+        let mut kept = vec![0; n];
+        for (i, &r) in slots.iter().enumerate() {
+            drafts_counted.proposed += k;
+            for j in 0..=k {
+                let tok = chosen[i * (k + 1) + j];
+                kept[i] = j + 1;
+                next[i] = tok;
+                let finished = rows.emit(r, tok);
+                if j < k && drafts[i][j] == tok {
+                    drafts_counted.kept += 1;
+                } else {
+                    break;
+                }
+                if finished {
+                    break;
+                }
+            }
+        }
+        wanted = if kept.iter().all(|&kept| kept == k + 1) {
+            wanted + 2
+        } else {
+            wanted.saturating_sub(1).max(1)
+        };
+        let longest = kept.iter().copied().max().unwrap_or(0);
+        cache.truncate(start + longest);
+        for (i, &kept) in kept.iter().enumerate() {
+            cache.hide(i, start + kept);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Drafts from other weights (halfway to another model's, quantized) are often wrong:
+    /// speculative decoding turns them down, rows of a batch keep different numbers of them
+    /// (their extra cache positions hidden), and the tokens are still f32 greedy decoding's.
+    #[test]
+    fn drafts_from_other_weights_still_give_f32_greedy_tokens() {
+        use crate::{LlamaConfig, Q8Scope};
+        use candle_core::Device;
+        const MIX: f64 = 2.0;
+        let cfg = LlamaConfig::tiny(96, 64, 2, 4, 2);
+        let mut model = Llama::random(cfg.clone(), 9, &Device::Cpu).unwrap();
+        let other: std::collections::HashMap<String, Tensor> =
+            Llama::random(cfg.clone(), 10, &Device::Cpu)
+                .unwrap()
+                .named_tensors()
+                .into_iter()
+                .collect();
+        // Past another model's weights, as far again as those are from this one's: a tiny
+        // random model's layers steer its tokens little, so nearer weights draft them all.
+        let mixed: std::collections::HashMap<String, Tensor> = model
+            .named_tensors()
+            .into_iter()
+            .map(|(name, w)| {
+                let mix = ((w * (1.0 - MIX)).unwrap() + (&other[&name] * MIX).unwrap()).unwrap();
+                (name, mix)
+            })
+            .collect();
+        let mut drafter = Llama::from_tensors(cfg, mixed, &Device::Cpu, "mixed").unwrap();
+        drafter.set_q8_decode(Q8Scope::Layers).unwrap();
+        let prompts: Vec<Vec<u32>> = (0..7u32)
+            .map(|i| {
+                (0..(3 + i * 2))
+                    .map(|k| 3 + (i * 17 + k * 7) % 90)
+                    .collect()
+            })
+            .collect();
+        for penalty in [1.0, 1.1] {
+            let plain = GenerateConfig {
+                max_new_tokens: 24,
+                repetition_penalty: penalty,
+                batch_size: 4,
+                ..GenerateConfig::default()
+            };
+            let mut reference = Vec::new();
+            for p in &prompts {
+                let one = GenerateConfig {
+                    batch_size: 1,
+                    ..plain.clone()
+                };
+                reference
+                    .extend(generate(&model, std::slice::from_ref(p), &[2], &one, |_| {}).unwrap());
+            }
+            model.take_q8_copies_of(&drafter);
+            let spec = GenerateConfig {
+                draft_tokens: 3,
+                ..plain
+            };
+            let (got, counts) =
+                generate_counting_drafts(&model, &prompts, &[2], &spec, |_| {}).unwrap();
+            model.set_q8_decode(Q8Scope::Off).unwrap();
+            assert_eq!(got, reference, "penalty {penalty}");
+            let share = counts.kept_share();
+            eprintln!("penalty {penalty}: {counts:?}");
+            assert!(
+                share > 0.05 && share < 0.95,
+                "penalty {penalty}: {counts:?}"
+            );
+        }
+    }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative() {

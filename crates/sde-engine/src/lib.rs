@@ -39,7 +39,10 @@ pub use config::{LlamaConfig, LoraConfig, LoraTarget, ParamCounts, RopeScaling};
 pub use error::{EngineError, Result};
 pub use export::{ModelInfo, export_hf_dir};
 pub use fetch::{cache_dir, default_model_path, default_model_path_in};
-pub use generate::{Decoding, FinishReason, GenerateConfig, Generation, generate};
+pub use generate::{
+    Decoding, DraftCounts, FinishReason, GenerateConfig, Generation, generate,
+    generate_counting_drafts,
+};
 pub use hub::load_hub;
 pub use load::{LoadedModel, ModelSource, load, load_gguf, load_hf_dir};
 pub use model::{KvCache, Llama, Q8Scope, default_device};

@@ -142,6 +142,12 @@ impl Linear {
         Ok(())
     }
 
+    /// Takes `other`'s quantized copy as this layer's (tests: drafts from other weights).
+    #[cfg(test)]
+    pub(crate) fn take_q8_copy_of(&mut self, other: &Linear) {
+        self.q8 = other.q8.clone();
+    }
+
     /// The format of the quantized copy ([`Linear::quantize_q8`]), if there is one.
     pub(crate) fn q8_format(&self) -> Option<&'static str> {
         self.q8.as_ref().map(crate::q8::Q8Matrix::format)

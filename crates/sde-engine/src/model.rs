@@ -131,8 +131,21 @@ pub struct KvCache {
     capacity: usize,
     batch: usize,
     mask: Vec<Vec<bool>>,
-    /// Made by generation: with [`Q8Scope::LayersHeadAndPrompts`], prompts run in Q8_0 too.
-    generation: bool,
+    /// Which weight copies the passes over this cache read.
+    reads: CacheReads,
+}
+
+/// Which weight copies the products of a pass over a [`KvCache`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheReads {
+    /// Those of any inference pass: the quantized copies ([`Llama::set_q8_decode`]) for at
+    /// most [`crate::lora::Q8_MAX_ROWS`] rows, f32 (or bf16) beyond.
+    Inference,
+    /// Generation's: with [`Q8Scope::LayersHeadAndPrompts`], prompts run in Q8_0 too.
+    Generation,
+    /// The f32 weights only, whatever copies the model holds (the passes whose tokens
+    /// speculative decoding keeps: prompts and verification).
+    Full,
 }
 
 impl KvCache {
@@ -153,14 +166,56 @@ impl KvCache {
             capacity,
             batch,
             mask: vec![Vec::new(); batch],
-            generation: false,
+            reads: CacheReads::Inference,
         })
     }
 
-    /// Marks the cache as generation's (see [`Q8Scope::LayersHeadAndPrompts`]).
-    pub(crate) fn for_generation(mut self) -> Self {
-        self.generation = true;
+    /// The cache, its passes reading `reads`.
+    pub(crate) fn reading(mut self, reads: CacheReads) -> Self {
+        self.reads = reads;
         self
+    }
+
+    /// Sets which weight copies the next passes read.
+    pub(crate) fn set_reads(&mut self, reads: CacheReads) {
+        self.reads = reads;
+    }
+
+    /// Forgets the positions from `len` on (their buffers are overwritten by the next pass).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        for m in &mut self.mask {
+            m.truncate(self.len);
+        }
+    }
+
+    /// Marks positions `from..` of `row` as padding: no later position attends to them and
+    /// they count for no position id.
+    pub(crate) fn hide(&mut self, row: usize, from: usize) {
+        if let Some(m) = self.mask.get_mut(row) {
+            m.iter_mut().skip(from).for_each(|x| *x = false);
+        }
+    }
+
+    /// Makes room for at least `capacity` positions, keeping those stored.
+    pub(crate) fn reserve(&mut self, capacity: usize) -> Result<()> {
+        if capacity <= self.capacity {
+            return Ok(());
+        }
+        let len = self.len;
+        let grow = |t: &Tensor| -> Result<Tensor> {
+            let (batch, heads, _, dim) = t.dims4()?;
+            let out = Tensor::zeros((batch, heads, capacity, dim), t.dtype(), t.device())?;
+            if len > 0 {
+                out.slice_set(&t.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+            }
+            Ok(out)
+        };
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = grow(t)?;
+        }
+        self.capacity = capacity;
+        Ok(())
     }
 
     /// Keeps only the listed rows (in that order), e.g. to stop computing finished generations.
@@ -214,7 +269,7 @@ impl KvCache {
             capacity,
             batch,
             mask: vec![self.mask[0].clone(); batch],
-            generation: self.generation,
+            reads: self.reads,
         })
     }
 
@@ -527,10 +582,15 @@ impl Llama {
             }
         }
         let mut geo = self.geometry(&new_mask, cache.as_deref())?;
-        if self.q8_scope == Q8Scope::LayersHeadAndPrompts
-            && cache.as_deref().is_some_and(|c| c.generation)
-        {
-            geo.precision.q8_rows = usize::MAX;
+        match cache.as_deref().map(|c| c.reads) {
+            Some(CacheReads::Generation) if self.q8_scope == Q8Scope::LayersHeadAndPrompts => {
+                geo.precision.q8_rows = usize::MAX;
+            }
+            Some(CacheReads::Full) => {
+                geo.precision.q8_rows = 0;
+                geo.precision.bf16 = false;
+            }
+            _ => {}
         }
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let mut x = self
@@ -583,6 +643,12 @@ impl Llama {
     /// The output head over hidden states `[n, hidden]` or `[b, t, hidden]` → logits with the
     /// same leading dimensions and `vocab_size` last.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.logits_reading(hidden, true)
+    }
+
+    /// [`Llama::logits`], reading the head's Q8_0 copy ([`Llama::set_q8_decode`]) only where
+    /// `quantized` allows it.
+    pub(crate) fn logits_reading(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
         let dims = hidden.dims().to_vec();
         let h = *dims
@@ -599,7 +665,7 @@ impl Llama {
         let y = if let Some(q) = self
             .head_q8
             .as_ref()
-            .filter(|_| n <= crate::lora::Q8_MAX_ROWS && !x.track_op())
+            .filter(|_| quantized && n <= crate::lora::Q8_MAX_ROWS && !x.track_op())
         {
             q.forward(&x.contiguous()?)?
         } else if let Some(p) = self.head_packed(w, &x)? {
@@ -625,18 +691,19 @@ impl Llama {
     /// after HF's repetition penalty over its row of `seen`: the tokens the f32 head's logits
     /// ([`Llama::logits`]) give, found through a Q8_0 copy of the head that bounds every
     /// logit, with f32 logits only for the tokens the bounds cannot rule out (`screen.rs`).
-    /// `None` where it does not apply (a Q8_0 head of [`Llama::set_q8_decode`], a CPU without
-    /// the engine's products, a value that is not finite, the screen switched off): the
-    /// caller then takes [`Llama::logits`].
+    /// `None` where it does not apply (a Q8_0 head of [`Llama::set_q8_decode`] that `full` does
+    /// not set aside, a CPU without the engine's products, a value that is not finite, the
+    /// screen switched off): the caller then takes [`Llama::logits_reading`].
     pub(crate) fn screened_greedy(
         &self,
         hidden: &Tensor,
         seen: &[&[bool]],
         penalty: f64,
+        full: bool,
     ) -> Result<Option<Vec<u32>>> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
         if !self.screen_head
-            || self.head_q8.is_some()
+            || (self.head_q8.is_some() && !full)
             || hidden.track_op()
             || !crate::kernels::fused_ok(hidden)
             || !crate::kernels::fused_ok(w)
@@ -814,6 +881,18 @@ impl Llama {
             None
         };
         Ok(())
+    }
+
+    /// Takes `other`'s quantized layer copies and scope as this model's (tests: speculative
+    /// decoding with drafts from other weights).
+    #[cfg(test)]
+    pub(crate) fn take_q8_copies_of(&mut self, other: &Llama) {
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            for t in LoraTarget::ALL {
+                a.linear_mut(t).take_q8_copy_of(b.linear(t));
+            }
+        }
+        self.q8_scope = other.q8_scope;
     }
 
     /// The formats of the decoder layers' quantized copies ([`Llama::set_q8_decode`]), each
@@ -1307,7 +1386,7 @@ mod tests {
         let run = |model: &Llama, generation: bool| {
             let mut cache = KvCache::new(model, 1, t).unwrap();
             if generation {
-                cache = cache.for_generation();
+                cache = cache.reading(CacheReads::Generation);
             }
             model
                 .forward_hidden(&ids, None, Some(&mut cache), false)

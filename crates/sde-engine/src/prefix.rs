@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::model::{KvCache, Llama};
+use crate::model::{CacheReads, KvCache, Llama};
 
 /// The shortest common prefix worth computing once; shorter ones are run per row.
 pub const MIN_SHARED_PREFIX: usize = 8;
@@ -35,18 +35,15 @@ pub fn shared_prefix_len<S: AsRef<[u32]>>(rows: &[S]) -> usize {
 
 /// Runs `prefix` once, at batch size 1, and returns its final hidden states `[1, p, hidden]`
 /// and a cache of `batch` rows that all hold it, with room for `capacity` positions.
-/// `generation` marks the cache as generation's ([`KvCache::for_generation`]).
+/// `reads` names the weight copies its passes read, this one's included.
 pub(crate) fn run_shared_prefix(
     model: &Llama,
     prefix: &[u32],
     batch: usize,
     capacity: usize,
-    generation: bool,
+    reads: CacheReads,
 ) -> Result<(Tensor, KvCache)> {
-    let mut one = KvCache::new(model, 1, prefix.len())?;
-    if generation {
-        one = one.for_generation();
-    }
+    let mut one = KvCache::new(model, 1, prefix.len())?.reading(reads);
     let ids = Tensor::from_slice(prefix, (1, prefix.len()), model.device())?;
     let hidden = model.forward_hidden(&ids, None, Some(&mut one), false)?;
     Ok((hidden, one.fan_out(batch, capacity)?))

@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
-use crate::model::Llama;
+use crate::model::{CacheReads, Llama};
 use crate::prefix::{run_shared_prefix, shared_prefix_len};
 use crate::tokenizer::Tokenizer;
 
@@ -152,7 +152,8 @@ fn score_chunk(model: &Llama, chunk: &[(Vec<u32>, usize)], share: bool) -> Resul
     let ids = Tensor::from_vec(ids, (b, t), dev)?;
     let mask = Tensor::from_vec(mask, (b, t), dev)?;
     let hidden = if p > 0 {
-        let (hp, mut cache) = run_shared_prefix(model, &chunk[0].0[..p], b, p + t, false)?;
+        let (hp, mut cache) =
+            run_shared_prefix(model, &chunk[0].0[..p], b, p + t, CacheReads::Inference)?;
         let hs = model.forward_hidden(&ids, Some(&mask), Some(&mut cache), false)?;
         Tensor::cat(
             &[

@@ -9,6 +9,7 @@ use common::fixtures_dir;
 use candle_core::Device;
 use sde_engine::{
     Decoding, FinishReason, GenerateConfig, Generation, Llama, LlamaConfig, Q8Scope, generate,
+    generate_counting_drafts,
 };
 use serde_json::Value;
 
@@ -329,5 +330,141 @@ fn default_model_q8_decode_stays_close_to_the_f32_reference() {
         let mut toks = g.tokens.clone();
         toks.extend(g.stop_token);
         assert_eq!(toks, ids(&case["new_ids"]), "f32 again after Q8Scope::Off");
+    }
+}
+
+/// Speculative decoding (quantized drafts, f32 verification) gives the tokens of f32 greedy
+/// decoding on a tiny random model: one prompt at a time and in left-padded batches (rows
+/// keeping different numbers of drafts), with and without the repetition penalty, a stop token,
+/// a shared prefix, both quantized scopes and several draft lengths.
+#[test]
+fn tiny_speculative_decoding_equals_f32_greedy() {
+    let mut model = Llama::random(LlamaConfig::tiny(96, 64, 2, 4, 2), 9, &Device::Cpu).unwrap();
+    let mut prompts = tiny_prompts();
+    // Rows that share a prefix of 10 tokens (run once per batch).
+    let stem: Vec<u32> = (0..10).map(|k| 5 + (k * 13) % 50).collect();
+    prompts.extend((0..3u32).map(|i| stem.iter().copied().chain([7 + i, 9 + 2 * i]).collect()));
+    let cfg = |penalty, batch_size, draft_tokens| GenerateConfig {
+        max_new_tokens: 20,
+        repetition_penalty: penalty,
+        batch_size,
+        draft_tokens,
+        ..GenerateConfig::default()
+    };
+    let mut kept = Vec::new();
+    for penalty in [1.0, 1.1] {
+        let reference = one_by_one(&model, &prompts, &[2], &cfg(penalty, 1, 0));
+        for scope in [Q8Scope::Layers, Q8Scope::LayersAndHead] {
+            model.set_q8_decode(scope).unwrap();
+            for (batch, draft) in [(1, 4), (3, 4), (4, 1), (10, 7)] {
+                let (got, counts) = generate_counting_drafts(
+                    &model,
+                    &prompts,
+                    &[2],
+                    &cfg(penalty, batch, draft),
+                    |_| {},
+                )
+                .unwrap();
+                assert_eq!(
+                    got, reference,
+                    "{scope:?}, penalty {penalty}, batch {batch}, {draft} draft tokens"
+                );
+                eprintln!(
+                    "{scope:?}, penalty {penalty}, batch {batch}, {draft} drafts: {counts:?}"
+                );
+                assert!(counts.kept <= counts.proposed);
+                kept.push(counts.kept_share());
+            }
+            model.set_q8_decode(Q8Scope::Off).unwrap();
+        }
+    }
+    // Drafts were kept and drafts were turned down: both paths ran.
+    assert!(kept.iter().all(|&k| k > 0.0), "{kept:?}");
+    assert!(kept.iter().any(|&k| k < 1.0), "{kept:?}");
+}
+
+/// Budgets shorter than a round and a zero budget end where f32 greedy decoding ends.
+#[test]
+fn tiny_speculative_decoding_keeps_the_token_budget() {
+    let mut model = Llama::random(LlamaConfig::tiny(96, 64, 2, 4, 2), 4, &Device::Cpu).unwrap();
+    let prompts = tiny_prompts();
+    for max_new_tokens in [0, 1, 2, 5, 6] {
+        let cfg = GenerateConfig {
+            max_new_tokens,
+            batch_size: 4,
+            ..GenerateConfig::default()
+        };
+        model.set_q8_decode(Q8Scope::Off).unwrap();
+        let reference = generate(&model, &prompts, &[], &cfg, |_| {}).unwrap();
+        model.set_q8_decode(Q8Scope::Layers).unwrap();
+        let spec = GenerateConfig {
+            draft_tokens: 4,
+            ..cfg
+        };
+        let got = generate(&model, &prompts, &[], &spec, |_| {}).unwrap();
+        assert_eq!(got, reference, "budget {max_new_tokens}");
+        assert!(got.iter().all(|g| g.tokens.len() == max_new_tokens));
+    }
+}
+
+/// Drafts need greedy decoding and quantized copies to draft with; both are named.
+#[test]
+fn speculative_decoding_refuses_sampling_and_a_model_without_quantized_copies() {
+    let mut model = Llama::random(LlamaConfig::tiny(96, 64, 2, 4, 2), 9, &Device::Cpu).unwrap();
+    let prompts = tiny_prompts();
+    let cfg = GenerateConfig {
+        draft_tokens: 3,
+        ..GenerateConfig::default()
+    };
+    let err = generate(&model, &prompts, &[], &cfg, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("set_q8_decode"), "{err}");
+    model.set_q8_decode(Q8Scope::Layers).unwrap();
+    let sampled = GenerateConfig {
+        decoding: Decoding::Sample {
+            temperature: 0.7,
+            top_p: 1.0,
+            top_k: None,
+            seed: 1,
+        },
+        ..cfg
+    };
+    let err = generate(&model, &prompts, &[], &sampled, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("greedy"), "{err}");
+}
+
+/// On the default model, speculative decoding with its Q4_1 layers drafting gives
+/// transformers' greedy tokens (the fixtures), with and without repetition penalty 1.1,
+/// batched, as plain f32 decoding does.
+#[test]
+fn default_model_speculative_decoding_matches_transformers() {
+    let Some(dir) = fixtures_dir() else { return };
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("greedy.json")).unwrap()).unwrap();
+    let mut loaded = sde_engine::load("default").expect("default model loads");
+    loaded.model.set_q8_decode(Q8Scope::Layers).unwrap();
+    let eos = loaded.tokenizer.eos_id().unwrap();
+    let max_new = fx["max_new_tokens"].as_u64().unwrap() as usize;
+    let cases = fx["greedy"].as_array().unwrap();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids(&c["prompt_ids"])).collect();
+    for (penalty, key) in [(1.0, "greedy"), (1.1, "greedy_repetition_penalty_1_1")] {
+        for batch_size in [1, 3] {
+            let cfg = GenerateConfig {
+                max_new_tokens: max_new,
+                repetition_penalty: penalty,
+                batch_size,
+                draft_tokens: 6,
+                ..GenerateConfig::default()
+            };
+            let got = generate(&loaded.model, &prompts, &[eos], &cfg, |_| {}).unwrap();
+            for (i, (g, case)) in got.iter().zip(fx[key].as_array().unwrap()).enumerate() {
+                let mut toks = g.tokens.clone();
+                toks.extend(g.stop_token);
+                assert_eq!(
+                    toks,
+                    ids(&case["new_ids"]),
+                    "{key}, batch {batch_size}: prompt {i}"
+                );
+            }
+        }
     }
 }

@@ -291,6 +291,12 @@ pub(crate) struct PredictOptions {
     /// Q8_0 (fastest; implies --q8-head).
     #[arg(long, requires = "q8")]
     q8_prompts: bool,
+    /// Speculative greedy decoding with this many drafts in the first round: quantized copies
+    /// of the layers (as --q8 makes them; the output head too with --q8-head) draft tokens,
+    /// one f32 pass verifies them, and the output is f32 greedy decoding's. Faster at batch 1
+    /// (see docs/performance.md); 0 decodes step by step.
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["sample", "q8_prompts"])]
+    draft_tokens: usize,
     /// Run every prompt in full, even the token prefix that a whole batch shares (by default
     /// that prefix runs once per batch; results agree to float rounding).
     #[arg(long)]
@@ -315,6 +321,7 @@ impl PredictOptions {
             batch_size: self.gen_batch_size,
             sort_by_length: true,
             share_prefix: !self.no_prefix_sharing,
+            draft_tokens: self.draft_tokens,
         }
     }
 }
@@ -540,7 +547,7 @@ fn predict_run(
         loaded.model.merge_lora()?;
         encode = rec.encode.clone();
     }
-    if o.q8 {
+    if o.q8 || o.draft_tokens > 0 {
         loaded.model.set_q8_decode(if o.q8_prompts {
             sde_engine::Q8Scope::LayersHeadAndPrompts
         } else if o.q8_head {

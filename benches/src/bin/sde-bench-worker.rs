@@ -11,6 +11,8 @@
 //! sde-bench-worker decode-q8 --batch 1 ...     (decode steps on Q8_0 layer weights)
 //! sde-bench-worker decode-q8-all --batch 1 ... (layers and output head in Q8_0)
 //! sde-bench-worker decode-q8-prompts --batch 1 ... (prompts too: all of generation in Q8_0)
+//! sde-bench-worker decode-draft --batch 1 [--draft 16] ... (f32 tokens: quantized layers draft,
+//!                                                          f32 verifies; speculative decoding)
 //! sde-bench-worker train-bf16 --batch 8 ...   (the layers' frozen products in bf16)
 //! sde-bench-worker score-bf16 --batch 8 ...   (likewise)
 //! ```
@@ -33,11 +35,18 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use sde_benches::{
     NEW_TOKENS, PROMPT_TOKENS, TrainStep, bench_lora, decode_prompts, greedy_tokens,
-    random_smollm2_135m, run_decode, run_score, score_items, share_before_divergence,
+    greedy_tokens_drafting, random_smollm2_135m, run_score, score_items, share_before_divergence,
 };
 use sde_engine::Llama;
 use sde_engine::sgemm::{self, View};
 use serde_json::json;
+
+/// The first round's draft tokens of `decode-draft` at batch 1 unless `--draft` says
+/// otherwise (transformers' assisted generation starts at 20): the drafts come from the f32
+/// model's own Q4_1 values, and nearly all are kept.
+const DRAFT_TOKENS_BATCH_1: usize = 16;
+/// Likewise at larger batches, where an f32 pass over all rows' drafts costs more.
+const DRAFT_TOKENS_BATCHED: usize = 4;
 
 #[derive(Debug)]
 struct Args {
@@ -49,6 +58,8 @@ struct Args {
     warmup: Option<usize>,
     gguf: Option<String>,
     shared: usize,
+    /// The first round's draft tokens of speculative decoding (`decode-draft`).
+    draft: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -65,6 +76,7 @@ fn parse_args() -> Result<Args> {
         warmup: None,
         gguf: None,
         shared: 0,
+        draft: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -81,6 +93,7 @@ fn parse_args() -> Result<Args> {
             "--warmup" => args.warmup = Some(num()?),
             "--gguf" => args.gguf = Some(value),
             "--shared" => args.shared = num()?,
+            "--draft" => args.draft = Some(num()?.max(1)),
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -413,13 +426,18 @@ fn main() -> Result<()> {
                 "peak_rss_mib": peak_rss, "loss_first": losses.first(), "loss_last": losses.last(), "bf16_vs_f32": fidelity,
             })
         }
-        "decode" | "decode-q8" | "decode-q8-all" | "decode-q8-prompts" => {
+        "decode" | "decode-q8" | "decode-q8-all" | "decode-q8-prompts" | "decode-draft" => {
             let mut model = load(&args)?;
             let scope = match args.workload.as_str() {
-                "decode-q8" => sde_engine::Q8Scope::Layers,
+                "decode-q8" | "decode-draft" => sde_engine::Q8Scope::Layers,
                 "decode-q8-all" => sde_engine::Q8Scope::LayersAndHead,
                 "decode-q8-prompts" => sde_engine::Q8Scope::LayersHeadAndPrompts,
                 _ => sde_engine::Q8Scope::Off,
+            };
+            let draft = match (args.workload.as_str(), args.batch) {
+                ("decode-draft", 1) => args.draft.unwrap_or(DRAFT_TOKENS_BATCH_1),
+                ("decode-draft", _) => args.draft.unwrap_or(DRAFT_TOKENS_BATCHED),
+                _ => 0,
             };
             let load_s = started.elapsed().as_secs_f64();
             let prompts = decode_prompts(&model, args.batch, args.shared, 13);
@@ -430,20 +448,25 @@ fn main() -> Result<()> {
             } else {
                 let reference = greedy_tokens(&model, &prompts, NEW_TOKENS, true)?;
                 model.set_q8_decode(scope)?;
-                let got = greedy_tokens(&model, &prompts, NEW_TOKENS, true)?;
+                let got = greedy_tokens_drafting(&model, &prompts, NEW_TOKENS, true, draft)?.0;
                 Some(share_before_divergence(&got, &reference))
             };
             let steps = args.steps.unwrap_or(3);
             reset_peak_rss();
             let mut produced = 0;
+            let mut drafts = sde_engine::DraftCounts::default();
             let times = time_reps(args.reps, steps, args.warmup.unwrap_or(1), || {
-                produced = run_decode(&model, &prompts, NEW_TOKENS)?;
+                let (tokens, counts) =
+                    greedy_tokens_drafting(&model, &prompts, NEW_TOKENS, true, draft)?;
+                produced = tokens.iter().map(Vec::len).sum();
+                drafts.proposed += counts.proposed;
+                drafts.kept += counts.kept;
                 Ok(())
             })?;
             // After the timed part: generations of one new token (the prompt pass), so that
             // the decode steps' own speed can be told apart.
             let prompt_seconds = time_reps(args.reps, 1, 0, || {
-                run_decode(&model, &prompts, 1)?;
+                greedy_tokens_drafting(&model, &prompts, 1, true, draft)?;
                 Ok(())
             })?;
             json!({
@@ -451,6 +474,7 @@ fn main() -> Result<()> {
                 "rep_seconds": times, "tokens_per_rep": steps * produced, "steps_per_rep": steps, "prompt_seconds": prompt_seconds,
                 "load_seconds": load_s, "peak_rss_mib": peak_rss_mib(), "agreement_with_f32": agreement,
                 "quantized_layers": model.quantized_layer_formats(),
+                "draft_tokens": draft, "drafts_proposed": drafts.proposed, "drafts_kept": drafts.kept,
             })
         }
         "score" | "score-bf16" => {
@@ -535,7 +559,7 @@ fn main() -> Result<()> {
             json!({ "workload": "fma-probe", "threads": threads, "gflops": gflops })
         }
         other => bail!(
-            "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, score, score-bf16, matmul, fma or fma-probe)"
+            "unknown workload {other} (train, train-bf16, decode, decode-q8, decode-q8-all, decode-q8-prompts, decode-draft, score, score-bf16, matmul, fma or fma-probe)"
         ),
     };
     let on = if sde_engine::default_device()?.is_cuda() {

@@ -507,12 +507,13 @@ impl Rows<'_> {
         if self.stop_ids.contains(&token) {
             g.stop_token = Some(token);
             g.finish_reason = FinishReason::Eos;
-            return true;
+        } else {
+            g.tokens.push(token);
         }
-        g.tokens.push(token);
-        g.new_tokens() >= self.max_new_tokens
+        self.finished(r)
     }
 
+    /// Whether row `r` has stopped or spent its budget.
     fn finished(&self, r: usize) -> bool {
         self.gens[r].stop_token.is_some() || self.gens[r].new_tokens() >= self.max_new_tokens
     }
